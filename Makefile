@@ -1,0 +1,42 @@
+# One virtual environment in .venv; every target uses it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Where no NVIDIA GPU is present, install this CPU build of torch first (a plain `torch` requirement would
+# resolve to a multi-GB CUDA build). Override, e.g. TORCH_CPU="torch --index-url <your CPU wheel index>".
+TORCH_CPU ?= torch==2.13.0
+RUN_DIR ?= runs/quickstart
+
+.PHONY: quickstart install run test test-all lint format bench docs clean
+
+quickstart: install run  ## install, then distill the bundled CartPole teacher with the default method
+
+$(VENV)/bin/activate:
+	python3 -m venv $(VENV)
+
+install: $(VENV)/bin/activate  ## install distillcli with its dev and box2d extras into .venv
+	$(PIP) install -q --upgrade pip
+	@if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(PY) -c "import torch" >/dev/null 2>&1; then \
+		echo "no GPU found: installing $(TORCH_CPU) (CPU build)"; $(PIP) install -q $(TORCH_CPU); fi
+	$(PIP) install -q -e ".[dev,box2d]"
+
+run:  ## distill the bundled teacher (expected-entropy, default budget) and print the summary
+	$(VENV)/bin/distill run --out $(RUN_DIR) --force --quiet
+
+test:  ## the test suite (slow studies at a small scale)
+	$(PY) -m pytest -q
+
+lint:  ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check distillcli tests scripts
+	$(VENV)/bin/ruff format --check distillcli tests scripts
+	$(VENV)/bin/mypy
+
+format:
+	$(VENV)/bin/ruff format distillcli tests scripts
+	$(VENV)/bin/ruff check --fix distillcli tests scripts
+
+docs:  ## the CLI reference in docs/cli.md, from the commands' own help
+	$(PY) scripts/cli_reference.py > docs/cli.md
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,228 @@
+"""The ``distill`` command: thin Typer commands that parse options, call the library, and print.
+
+Every user mistake ends as one line on stderr and a non-zero exit; ``--json`` puts exactly one JSON document
+on stdout and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from typer.exceptions import Abort, TyperException
+
+from distillcli.config import RunConfig
+from distillcli.errors import DistillError
+from distillcli.methods import METHODS, describe, recommend
+from distillcli.metrics import jsonable
+
+app = typer.Typer(
+    name="distill",
+    help="Distill trained RL policies (SB3 checkpoints) into new students, by the methods of "
+    "Czarnecki et al., 'Distilling Policy Distillation' (AISTATS 2019).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+stderr = Console(stderr=True)
+stdout = Console()
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(jsonable(data), indent=2) + "\n")
+
+
+def _h(name: str) -> str:
+    return RunConfig.help(name)
+
+
+@app.command()
+def run(
+    teacher: Annotated[str | None, typer.Option("--teacher", "-t", help=_h("teacher"))] = None,
+    method: Annotated[str | None, typer.Option("--method", "-m", help=_h("method"))] = None,
+    env: Annotated[str | None, typer.Option("--env", help=_h("env"))] = None,
+    student_net: Annotated[str | None, typer.Option("--student-net", help=_h("student_net"))] = None,
+    steps: Annotated[int | None, typer.Option("--steps", "-n", help=_h("steps"))] = None,
+    n_envs: Annotated[int | None, typer.Option("--n-envs", help=_h("n_envs"))] = None,
+    n_steps: Annotated[int | None, typer.Option("--n-steps", help=_h("n_steps"))] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help=_h("epochs"))] = None,
+    minibatch_size: Annotated[int | None, typer.Option("--minibatch-size", help=_h("minibatch_size"))] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help=_h("lr"))] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help=_h("seed"))] = None,
+    device: Annotated[str | None, typer.Option("--device", help=_h("device"))] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help=_h("threads"))] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help=_h("out"))] = None,
+    force: Annotated[bool | None, typer.Option("--force", help=_h("force"))] = None,
+    eval_every: Annotated[int | None, typer.Option("--eval-every", help=_h("eval_every"))] = None,
+    eval_episodes: Annotated[int | None, typer.Option("--eval-episodes", help=_h("eval_episodes"))] = None,
+    tensorboard: Annotated[bool | None, typer.Option("--tensorboard", help=_h("tensorboard"))] = None,
+    control: Annotated[str | None, typer.Option("--control", help=_h("control"))] = None,
+    mix: Annotated[str | None, typer.Option("--mix", help=_h("mix"))] = None,
+    kl_direction: Annotated[str | None, typer.Option("--kl-direction", help=_h("kl_direction"))] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", help=_h("temperature"))] = None,
+    reward_weight: Annotated[str | None, typer.Option("--reward-weight", help=_h("reward_weight"))] = None,
+    proximal_lambda: Annotated[float | None, typer.Option("--proximal-lambda", help=_h("proximal_lambda"))] = None,
+    loss_offset: Annotated[str | None, typer.Option("--loss-offset", help=_h("loss_offset"))] = None,
+    episode_ends: Annotated[str | None, typer.Option("--episode-ends", help=_h("episode_ends"))] = None,
+    logprob_floor: Annotated[float | None, typer.Option("--logprob-floor", help=_h("logprob_floor"))] = None,
+    gamma: Annotated[float | None, typer.Option("--gamma", help=_h("gamma"))] = None,
+    gae_lambda: Annotated[float | None, typer.Option("--gae-lambda", help=_h("gae_lambda"))] = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", help=_h("baseline"))] = None,
+    clip_range: Annotated[float | None, typer.Option("--clip-range", help=_h("clip_range"))] = None,
+    max_grad_norm: Annotated[float | None, typer.Option("--max-grad-norm", help=_h("max_grad_norm"))] = None,
+    trust_checkpoint: Annotated[
+        bool | None, typer.Option("--trust-checkpoint", help=_h("trust_checkpoint"))
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="options from a config.json (explicit options win)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON (and nothing else)")] = False,
+) -> None:
+    """Distill a teacher checkpoint into a new student; write student.zip, metrics and a summary."""
+    given = {k: v for k, v in locals().items() if k in {f.name for f in fields(RunConfig)} and v is not None}
+    options: dict[str, Any] = RunConfig.from_file(config) if config is not None else {}
+    options.update(given)
+    from distillcli.run import run as run_distillation
+
+    cfg = RunConfig(**options)
+    if quiet or json_out:
+        summary = run_distillation(cfg)
+    else:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=stderr,
+        ) as bar:
+            task = bar.add_task(cfg.method, total=cfg.steps, info="")
+
+            def progress(metrics: dict[str, float]) -> None:
+                info = f"return {metrics['eval_return']:.1f}  KL {metrics['kl_teacher_student']:.3f}"
+                bar.update(task, completed=min(metrics["env_steps"], cfg.steps), info=info)
+
+            summary = run_distillation(cfg, progress)
+    if json_out:
+        _print_json(summary)
+        return
+    table = Table(title=f"{summary['method']} on {summary['env_id']}", show_header=False)
+    for key in ("teacher_return", "student_return", "return_ratio", "kl_start", "kl_end", "agreement",
+                "env_steps", "wall_seconds", "teacher_params", "student_params", "device"):
+        value = summary[key]
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    table.add_row("student", summary["student_path"])
+    stdout.print(table)
+
+
+@app.command("eval")
+def eval_command(
+    model: Annotated[str, typer.Argument(help="student (or any SB3 actor-critic / DQN) .zip")],
+    teacher: Annotated[str | None, typer.Option("--teacher", "-t", help="compare with this teacher")] = None,
+    env: Annotated[str | None, typer.Option("--env", help="env id (default: from the run dir or teacher)")] = None,
+    episodes: Annotated[int, typer.Option("--episodes", "-n", help="evaluation episodes")] = 10,
+    stochastic: Annotated[bool, typer.Option("--stochastic", help="sample actions instead of the mode")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda")] = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="evaluation seed")] = 0,
+    trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help=_h("trust_checkpoint"))] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Evaluate a student: its return and, with --teacher, agreement, KL, size and latency against it."""
+    from distillcli.run import evaluate_model
+
+    report = evaluate_model(model, teacher, env, episodes, stochastic, device, seed, trust_checkpoint)
+    if json_out:
+        _print_json(report)
+        return
+    table = Table(title=f"{Path(model).name} on {report['env_id']}", show_header=False)
+    for key, value in report.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    stdout.print(table)
+
+
+@app.command()
+def methods(json_out: Annotated[bool, typer.Option("--json", help="a list of objects with a name key")] = False) -> None:
+    """List every method: control policy, per-state loss, pseudo-reward, and whether it is a true gradient."""
+    rows = [describe(m) for m in METHODS]
+    if json_out:
+        _print_json(rows)
+        return
+    table = Table(title="Distillation methods (Eq. 1: control q, loss l, pseudo-reward rhat)")
+    table.add_column("name", no_wrap=True)
+    for column in ("q", "l(s_t)", "rhat_i", "true gradient", "needs"):
+        table.add_column(column)
+    for row in rows:
+        needs = [label for key, label in (("needs_teacher_value", "V_pi"), ("uses_env_reward", "env reward")) if row[key]]
+        table.add_row(
+            str(row["name"]), str(row["control"]), str(row["loss"]), str(row["pseudo_reward"]),
+            "yes" if row["true_gradient"] else "no", ", ".join(needs),
+        )
+    stdout.print(table)
+
+
+@app.command("recommend")
+def recommend_command(
+    outside_teacher_states: Annotated[
+        bool, typer.Option("--outside-teacher-states/--teacher-states-only",
+                           help="will the student be evaluated on states the teacher would not visit?")
+    ] = True,
+    improve: Annotated[
+        bool, typer.Option("--improve/--copy", help="should the student improve beyond the teacher (env reward)?")
+    ] = False,
+    guarantee: Annotated[
+        bool, typer.Option("--guarantee/--no-guarantee", help="is a convergence guarantee required?")
+    ] = True,
+    teacher_strong: Annotated[
+        bool, typer.Option("--strong-teacher/--weak-teacher", help="is the teacher strong?")
+    ] = True,
+    teacher_value: Annotated[
+        bool, typer.Option("--teacher-value/--no-teacher-value", help="does the teacher have a value function?")
+    ] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="print the answer as JSON")] = False,
+) -> None:
+    """Pick a method with the paper's decision tree (Figure 1)."""
+    answer = recommend(
+        outside_teacher_states=outside_teacher_states,
+        improve_beyond_teacher=improve,
+        need_guarantee=guarantee,
+        teacher_strong=teacher_strong,
+        teacher_has_value=teacher_value,
+    )
+    if json_out:
+        _print_json({"preferred": answer.preferred, "feasible": answer.feasible, "path": answer.path})
+        return
+    stdout.print(" -> ".join(answer.path))
+    stdout.print(f"preferred: [bold]{answer.preferred}[/bold]")
+    stdout.print(f"feasible:  {', '.join(answer.feasible)}")
+
+
+def main() -> None:
+    """Entry point: run the app, turning every user error into one line on stderr."""
+    try:
+        app(standalone_mode=False)
+    except DistillError as error:
+        stderr.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    except Abort:
+        stderr.print("error: interrupted", markup=False)
+        raise SystemExit(130) from None
+    except TyperException as error:
+        message = error.format_message()
+        if message:  # `distill` alone shows the help and has nothing to add
+            stderr.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+        raise SystemExit(error.exit_code) from None
+    except KeyboardInterrupt:
+        stderr.print("error: interrupted", markup=False)
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,369 @@
+"""``distill run`` and ``distill eval`` as library calls: config in, files and a summary out.
+
+Data flows one way: config -> (teacher, env, student) -> trainer(method) -> files. Everything a user can get
+wrong is checked before the run directory is created, so a failed start leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.resources
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.vec_env import VecEnv
+
+from distillcli import __version__
+from distillcli.config import RunConfig
+from distillcli.envs import make_env
+from distillcli.errors import DistillError
+from distillcli.evaluate import EvalResult, evaluate, latency_us
+from distillcli.methods import Control, Method, get_method
+from distillcli.metrics import MetricsSink, atomic_write_json
+from distillcli.objectives import ObjectiveOptions
+from distillcli.rollout import Collector
+from distillcli.students import Student, parse_net
+from distillcli.teachers import Checkpoint, Teacher, check_spaces, infer_env_id, load_teacher, read_checkpoint
+from distillcli.trainer import Diverged, LoopSettings, Schedule, UpdateOptions, train
+
+BUNDLED_TEACHER = "ppo-CartPole-v1.zip"
+EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share seeds with training environments
+
+Progress = Callable[[dict[str, float]], None]
+
+
+def bundled_teacher() -> Path:
+    return Path(str(importlib.resources.files("distillcli") / "data" / BUNDLED_TEACHER))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DistillError(f"--device {name} was asked for but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def versions() -> dict[str, str]:
+    packages = ("torch", "stable_baselines3", "gymnasium", "numpy")
+    found = {name: importlib.metadata.version(name.replace("_", "-")) for name in packages}
+    return {"distillcli": __version__, "python": platform.python_version(), **found}
+
+
+def return_ratio(student: float, teacher: float) -> float:
+    """student / teacher for positive teacher returns; teacher / student when both are negative."""
+    if teacher > 0:
+        return student / teacher
+    if teacher < 0 and student < 0:
+        return teacher / student
+    return math.nan
+
+
+@dataclass
+class Setup:
+    """A teacher, its environment and the resolved options: what both run and eval start from."""
+
+    checkpoint: Checkpoint
+    teacher: Teacher
+    env_id: str
+    device: torch.device
+
+    def make_env(self, n_envs: int, seed: int) -> VecEnv:
+        return make_env(self.env_id, n_envs, seed)
+
+
+def _parse_schedule(name: str, text: str) -> Schedule:
+    try:
+        return Schedule.parse(text)
+    except ValueError:
+        raise DistillError(f"--{name} must be a number or START:END, got {text!r}") from None
+
+
+def prepare(
+    teacher_path: str | None,
+    env: str | None,
+    device_name: str,
+    *,
+    trust: bool = False,
+    temperature: float = 1.0,
+    log_prob_floor: float | None = None,
+) -> Setup:
+    """Read the teacher, settle the env id and device, and check the teacher fits the env."""
+    device = resolve_device(device_name)
+    path = Path(teacher_path).expanduser() if teacher_path else bundled_teacher()
+    checkpoint = read_checkpoint(path)
+    env_id = env or infer_env_id(path)
+    if env_id is None:
+        raise DistillError(f"cannot infer the environment from {path.name}; pass --env ENV_ID")
+    probe = make_env(env_id, 1, 0)
+    try:
+        check_spaces(checkpoint, probe.observation_space, probe.action_space, env_id)
+        teacher = load_teacher(
+            checkpoint,
+            probe.observation_space,
+            probe.action_space,
+            device,
+            trust=trust,
+            temperature=temperature,
+            log_prob_floor=log_prob_floor,
+        )
+    finally:
+        probe.close()
+    return Setup(checkpoint, teacher, env_id, device)
+
+
+def default_run_dir(env_id: str, method: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{env_id.replace('/', '-')}-{method}-{stamp}"
+
+
+def claim_run_dir(out: str | None, env_id: str, method: str, force: bool) -> Path:
+    run_dir = Path(out) if out else default_run_dir(env_id, method)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DistillError(f"output path {run_dir} exists and is not a directory")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
+        raise DistillError(f"output directory {run_dir} already exists and is not empty (use --force or --out)")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise DistillError(f"cannot write to output directory {run_dir}: {error.strerror}") from None
+    return run_dir
+
+
+def _summary_of_eval(result: EvalResult, prefix: str) -> dict[str, float]:
+    return {
+        f"{prefix}_return": result.mean,
+        f"{prefix}_return_std": result.std,
+        "kl_teacher_student": result.kl_teacher_student,
+        "kl_student_teacher": result.kl_student_teacher,
+        "agreement": result.agreement,
+    }
+
+
+def run(config: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Distil the teacher into a new student; write the run directory; return the summary."""
+    config.validate()
+    method: Method = get_method(config.method)
+    control: Control = config.control or method.control  # type: ignore[assignment]
+    teacher_share = _parse_schedule("mix", config.mix)
+    reward_weight = _parse_schedule("reward-weight", config.reward_weight)
+    torch.set_num_threads(config.threads)
+    setup = prepare(
+        config.teacher,
+        config.env,
+        config.device,
+        trust=config.trust_checkpoint,
+        temperature=config.temperature,
+        log_prob_floor=config.logprob_floor,
+    )
+    teacher = setup.teacher
+    if method.needs_teacher_value and not teacher.has_value:
+        raise DistillError(f"method {method.name} needs a teacher value function; a {teacher.algo} teacher has none")
+    net = parse_net(config.student_net, teacher.policy)
+    run_dir = claim_run_dir(config.out, setup.env_id, method.name, config.force)
+    resolved = replace(config, teacher=str(setup.checkpoint.path), env=setup.env_id, control=control, out=str(run_dir))
+    atomic_write_json(run_dir / "config.json", resolved.to_json())
+
+    venv = setup.make_env(config.n_envs, config.seed)
+    activation = getattr(teacher.policy, "activation_fn", torch.nn.Tanh)
+    student = Student.build(
+        venv,
+        net,
+        activation,
+        learning_rate=config.lr,
+        n_steps=config.n_steps,
+        minibatch_size=config.minibatch_size,
+        epochs=config.epochs,
+        gamma=config.gamma,
+        gae_lambda=config.gae_lambda,
+        device=setup.device,
+        seed=config.seed,
+        zero_critic=method.critic_init == "zero",
+    )
+    collector = Collector(venv, teacher, setup.device)
+
+    def eval_env(n: int) -> VecEnv:
+        return setup.make_env(n, config.seed + EVAL_SEED_OFFSET)
+
+    def evaluate_student() -> EvalResult:
+        return evaluate(student, eval_env, config.eval_episodes, setup.device, teacher=teacher)
+
+    teacher_eval = evaluate(teacher, eval_env, config.eval_episodes, setup.device)
+    start_eval = evaluate_student()
+    sink = MetricsSink(run_dir, config.tensorboard)
+    sink.write({"env_steps": 0, **_summary_of_eval(start_eval, "student")}, prefix="eval")
+    settings = LoopSettings(
+        total_steps=config.steps,
+        n_steps=config.n_steps,
+        control=control,
+        teacher_share=teacher_share,
+        reward_weight=reward_weight,
+        objective=ObjectiveOptions(
+            kl_direction=config.kl_direction,  # type: ignore[arg-type]
+            reward_weight=reward_weight(0.0),
+            gamma=config.gamma,
+            proximal_lambda=config.proximal_lambda,
+            clip_range=config.clip_range,
+            loss_offset=config.loss_offset,  # type: ignore[arg-type]
+        ),
+        update=UpdateOptions(
+            gae_lambda=config.gae_lambda,
+            baseline=config.baseline,  # type: ignore[arg-type]
+            epochs=config.epochs,
+            minibatch_size=config.minibatch_size,
+            max_grad_norm=config.max_grad_norm,
+            episode_ends=config.episode_ends,  # type: ignore[arg-type]
+        ),
+    )
+    next_eval = config.eval_every if config.eval_every > 0 else math.inf
+    last_eval = start_eval
+
+    def on_update(metrics: dict[str, float]) -> None:
+        nonlocal next_eval, last_eval
+        sink.write(metrics)
+        if metrics["env_steps"] >= next_eval and metrics["env_steps"] < config.steps:
+            last_eval = evaluate_student()
+            sink.write({"env_steps": metrics["env_steps"], **_summary_of_eval(last_eval, "student")}, prefix="eval")
+            next_eval += config.eval_every
+        if progress is not None:
+            progress({**metrics, "total_steps": float(config.steps), "eval_return": last_eval.mean})
+
+    started = time.perf_counter()
+    steps = 0
+    status = "finished"
+    try:
+        steps = train(method, collector, student, student.parameters, student.optimizer, settings, on_update)
+    except Diverged as error:
+        status = "diverged"
+        raise DistillError(f"{error} (run dir {run_dir}; no student written)") from None
+    except KeyboardInterrupt:
+        status = "interrupted"
+        steps = int(student.model.num_timesteps)
+    finally:
+        venv.close()
+    wall = time.perf_counter() - started
+    final_eval = evaluate_student()
+    sink.write({"env_steps": steps, **_summary_of_eval(final_eval, "student")}, prefix="eval")
+    sink.close()
+    student.save(run_dir / "student.zip", steps)
+    observation = np.asarray(venv.observation_space.sample())
+    summary: dict[str, Any] = {
+        "status": status,
+        "method": method.name,
+        "control": control,
+        "env_id": setup.env_id,
+        "teacher": str(setup.checkpoint.path),
+        "teacher_algo": teacher.algo,
+        "device": str(setup.device),
+        "run_dir": str(run_dir),
+        "student_path": str(run_dir / "student.zip"),
+        "teacher_return": teacher_eval.mean,
+        "teacher_return_std": teacher_eval.std,
+        "student_return": final_eval.mean,
+        "student_return_std": final_eval.std,
+        "return_ratio": return_ratio(final_eval.mean, teacher_eval.mean),
+        "eval_episodes": config.eval_episodes,
+        "env_steps": steps,
+        "wall_seconds": wall,
+        "student_net": net,
+        "student_params": student.n_params,
+        "teacher_params": teacher.n_params,
+        "param_ratio": student.n_params / teacher.n_params,
+        "kl_start": start_eval.kl_teacher_student,
+        "kl_end": final_eval.kl_teacher_student,
+        "reverse_kl_end": final_eval.kl_student_teacher,
+        "agreement": final_eval.agreement,
+        "student_latency_us": latency_us(student.policy, observation),
+        "teacher_latency_us": latency_us(teacher.policy, observation),
+        "seed": config.seed,
+        "versions": versions(),
+    }
+    atomic_write_json(run_dir / "summary.json", summary)
+    if status == "interrupted":
+        raise DistillError(f"interrupted after {steps} env steps; the student so far is in {run_dir}/student.zip")
+    return summary
+
+
+def evaluate_model(
+    model_path: str,
+    teacher_path: str | None,
+    env: str | None,
+    episodes: int,
+    stochastic: bool,
+    device_name: str,
+    seed: int,
+    trust: bool = False,
+) -> dict[str, Any]:
+    """``distill eval``: the student's return and, with a teacher, how close it is to the teacher."""
+    if episodes <= 0:
+        raise DistillError(f"--episodes must be positive, got {episodes}")
+    path = Path(model_path)
+    student_checkpoint = read_checkpoint(path)
+    if teacher_path is not None:
+        setup = prepare(teacher_path, env, device_name, trust=trust)
+        env_id, device = setup.env_id, setup.device
+    else:
+        device = resolve_device(device_name)
+        env_id = env or _env_from_run_dir(path) or infer_env_id(path)  # type: ignore[assignment]
+        if env_id is None:
+            raise DistillError(f"cannot infer the environment for {path.name}; pass --env or --teacher")
+    probe = make_env(env_id, 1, 0)
+    check_spaces(student_checkpoint, probe.observation_space, probe.action_space, env_id)
+    student = load_teacher(student_checkpoint, probe.observation_space, probe.action_space, device, trust=trust)
+    observation = np.asarray(probe.observation_space.sample())
+    probe.close()
+
+    def eval_env(n: int) -> VecEnv:
+        return make_env(env_id, n, seed + EVAL_SEED_OFFSET)
+
+    deterministic = not stochastic
+    teacher = setup.teacher if teacher_path is not None else None
+    result = evaluate(student, eval_env, episodes, device, teacher=teacher, deterministic=deterministic)
+    report: dict[str, Any] = {
+        "model": str(path),
+        "env_id": env_id,
+        "episodes": episodes,
+        "deterministic": deterministic,
+        "return_mean": result.mean,
+        "return_std": result.std,
+        "student_params": student.n_params,
+        "student_latency_us": latency_us(student.policy, observation),
+    }
+    if teacher is not None:
+        teacher_result = evaluate(teacher, eval_env, episodes, device, deterministic=deterministic)
+        report.update(
+            teacher=str(setup.checkpoint.path),
+            teacher_return_mean=teacher_result.mean,
+            teacher_return_std=teacher_result.std,
+            return_ratio=return_ratio(result.mean, teacher_result.mean),
+            agreement=result.agreement,
+            kl_teacher_student=result.kl_teacher_student,
+            kl_student_teacher=result.kl_student_teacher,
+            teacher_params=teacher.n_params,
+            param_ratio=student.n_params / teacher.n_params,
+            teacher_latency_us=latency_us(teacher.policy, observation),
+        )
+    return report
+
+
+def _env_from_run_dir(model_path: Path) -> str | None:
+    config = model_path.parent / "config.json"
+    if config.is_file():
+        try:
+            env = RunConfig.from_file(config).get("env")
+        except DistillError:
+            return None
+        return env if isinstance(env, str) and env in gym.registry else None
+    return None

@@ -1,0 +1,285 @@
+"""Load a teacher checkpoint safely and give it one interface: action distribution and value per state.
+
+An SB3 ``.zip`` stores its tensors as weights-only ``.pth`` members (safe) and its Python objects (policy
+class, spaces, policy_kwargs) as base64 cloudpickle inside the JSON ``data`` member (unsafe: unpickling runs
+code). By default nothing is unpickled: the policy class is read from the pickle's opcodes without executing
+them, ``policy_kwargs`` go through an allow-listing unpickler, the spaces come from the environment (checked
+against the readable attributes the zip stores beside each pickle), and only the weights are loaded. The
+rebuilt policy is the same modules with the same weights as ``Model.load``, so its outputs are identical.
+``trust_checkpoint=True`` unpickles with SB3 for checkpoints the safe path cannot read.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib
+import io
+import json
+import pickle
+import pickletools
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.dqn.policies import DQNPolicy
+from torch import Tensor
+
+from distillcli.distributions import ActionDist, Categorical, actor_critic_outputs
+from distillcli.errors import DistillError
+
+# Classes a checkpoint may name without --trust-checkpoint: SB3's own policies, torch activations and
+# optimisers, SB3's feature extractors. Naming a class imports it; nothing else from the pickle runs.
+POLICY_CLASSES = {
+    ("stable_baselines3.common.policies", "ActorCriticPolicy"),
+    ("stable_baselines3.common.policies", "ActorCriticCnnPolicy"),
+    ("stable_baselines3.common.policies", "MultiInputActorCriticPolicy"),
+    ("stable_baselines3.dqn.policies", "DQNPolicy"),
+    ("stable_baselines3.dqn.policies", "CnnPolicy"),
+    ("stable_baselines3.dqn.policies", "MultiInputPolicy"),
+}
+_SAFE_MODULE_PREFIXES = ("torch.nn.modules.activation", "torch.optim.", "stable_baselines3.common.torch_layers")
+_SAFE_BUILTINS = {("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("collections", "OrderedDict")}
+
+
+class NeedsTrust(DistillError):
+    """The checkpoint holds pickled objects the safe loader will not execute."""
+
+
+def _needs_trust(path: Path, what: str) -> NeedsTrust:
+    return NeedsTrust(
+        f"{path}: {what} can only be read by unpickling, which runs code from the file; "
+        "pass --trust-checkpoint if you trust its source"
+    )
+
+
+class _AllowListUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = (module, name) in _SAFE_BUILTINS or (
+            module.startswith(_SAFE_MODULE_PREFIXES) and not name.startswith("_")
+        )
+        if not allowed:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allow-listed")
+        return super().find_class(module, name)
+
+
+def global_reference(payload: bytes) -> tuple[str, str] | None:
+    """The (module, name) a pickle refers to, if the pickle is nothing but one class reference."""
+    strings: list[str] = []
+    found: tuple[str, str] | None = None
+    try:
+        for opcode, arg, _ in pickletools.genops(payload):
+            name = opcode.name
+            if name in ("PROTO", "FRAME", "MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "STOP"):
+                continue
+            if name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+                strings.append(str(arg))
+            elif name == "STACK_GLOBAL" and len(strings) >= 2 and found is None:
+                found = (strings[-2], strings[-1])
+            elif name == "GLOBAL" and found is None:
+                module, _, qualname = str(arg).partition(" ")
+                found = (module, qualname)
+            else:
+                return None  # anything that builds or calls something is not a bare reference
+    except (ValueError, EOFError, pickle.UnpicklingError):
+        return None
+    return found
+
+
+@dataclass
+class Checkpoint:
+    """The readable contents of an SB3 zip."""
+
+    path: Path
+    data: dict[str, Any]
+    policy_state: dict[str, Tensor]
+
+    @property
+    def algo(self) -> str:
+        module = str(self.data.get("policy_class", {}).get("__module__", ""))
+        if module.startswith("stable_baselines3.dqn"):
+            return "DQN"
+        if "clip_range" in self.data:
+            return "PPO"
+        if "n_steps" in self.data:
+            return "A2C"
+        return "unknown"
+
+    def space_summary(self, key: str) -> dict[str, Any]:
+        entry = self.data.get(key)
+        return entry if isinstance(entry, dict) else {}
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Open an SB3 zip without unpickling anything; every failure is a one-line DistillError."""
+    if not path.exists():
+        raise DistillError(f"teacher checkpoint not found: {path}")
+    if path.is_dir():
+        raise DistillError(f"{path} is a folder, not an SB3 .zip checkpoint")
+    if path.stat().st_size == 0:
+        raise DistillError(f"teacher checkpoint is empty: {path}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "data" not in names or "policy.pth" not in names:
+                raise DistillError(f"{path} is a zip but not an SB3 checkpoint (no 'data' or 'policy.pth' inside)")
+            data = json.loads(archive.read("data"))
+            state = torch.load(io.BytesIO(archive.read("policy.pth")), map_location="cpu", weights_only=True)
+    except DistillError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError) as error:
+        raise DistillError(f"{path} is not a readable SB3 checkpoint (not a valid zip: {error})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DistillError(f"{path} is not a readable SB3 checkpoint (its 'data' member is not JSON)") from None
+    except (pickle.UnpicklingError, RuntimeError) as error:
+        raise DistillError(f"{path}: its weights cannot be loaded safely ({str(error).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not isinstance(state, dict):
+        raise DistillError(f"{path} is not a readable SB3 checkpoint (unexpected contents)")
+    return Checkpoint(path, data, state)
+
+
+def _serialized(entry: Any) -> bytes | None:
+    if isinstance(entry, dict) and ":serialized:" in entry:
+        try:
+            return base64.b64decode(entry[":serialized:"].encode())
+        except (binascii.Error, AttributeError):
+            return None
+    return None
+
+
+def _policy_class(checkpoint: Checkpoint, trust: bool) -> type[BasePolicy]:
+    payload = _serialized(checkpoint.data.get("policy_class"))
+    if payload is None:
+        raise DistillError(f"{checkpoint.path} is not a readable SB3 checkpoint (no policy class)")
+    reference = global_reference(payload)
+    if reference is not None and reference in POLICY_CLASSES:
+        module, name = reference
+        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    if not trust:
+        named = f"policy class {reference[0]}.{reference[1]}" if reference else "its policy class"
+        raise _needs_trust(checkpoint.path, named)
+    import cloudpickle
+
+    cls = cloudpickle.loads(payload)
+    if not (isinstance(cls, type) and issubclass(cls, BasePolicy)):
+        raise DistillError(f"{checkpoint.path}: policy_class is not an SB3 policy")
+    return cls
+
+
+def _policy_kwargs(checkpoint: Checkpoint, trust: bool) -> dict[str, Any]:
+    entry = checkpoint.data.get("policy_kwargs", {})
+    payload = _serialized(entry)
+    if payload is None:
+        return dict(entry) if isinstance(entry, dict) else {}
+    try:
+        kwargs = _AllowListUnpickler(io.BytesIO(payload)).load()
+    except (pickle.UnpicklingError, AttributeError, ImportError, EOFError, ValueError) as error:
+        if not trust:
+            raise _needs_trust(checkpoint.path, f"its policy_kwargs ({error})") from None
+        import cloudpickle
+
+        kwargs = cloudpickle.loads(payload)
+    if not isinstance(kwargs, dict):
+        raise DistillError(f"{checkpoint.path}: policy_kwargs is not a dict")
+    return kwargs
+
+
+def check_spaces(checkpoint: Checkpoint, observation_space: gym.Space, action_space: gym.Space, env_id: str) -> None:
+    """Compare the spaces the zip records (readable attributes) with the environment's."""
+    for key, space in (("observation_space", observation_space), ("action_space", action_space)):
+        recorded = checkpoint.space_summary(key)
+        recorded_type = str(recorded.get(":type:", ""))
+        if recorded_type and type(space).__name__ not in recorded_type:
+            raise DistillError(
+                f"teacher {key} is {recorded_type.split('.')[-1].rstrip(chr(39) + '>')} but {env_id} has "
+                f"{type(space).__name__}: the teacher was not trained on this environment (use --env)"
+            )
+        shape = recorded.get("_shape")
+        if shape is not None and list(shape) != list(space.shape or ()):
+            raise DistillError(
+                f"teacher {key} has shape {tuple(shape)} but {env_id} has {tuple(space.shape or ())}: "
+                "the teacher was not trained on this environment (use --env)"
+            )
+        n = recorded.get("n")
+        if n is not None and isinstance(space, gym.spaces.Discrete) and int(n) != int(space.n):
+            raise DistillError(
+                f"teacher {key} has {n} actions but {env_id} has {space.n}: "
+                "the teacher was not trained on this environment (use --env)"
+            )
+
+
+class Teacher:
+    """A frozen SB3 policy seen as ``obs -> (pi(.|s), V_pi(s) or None)``; runs under inference mode."""
+
+    def __init__(self, policy: BasePolicy, algo: str, temperature: float, log_prob_floor: float | None) -> None:
+        self.policy = policy.eval()
+        self.algo = algo
+        self.temperature = temperature
+        self.log_prob_floor = log_prob_floor
+        for parameter in self.policy.parameters():
+            parameter.requires_grad_(False)
+
+    @property
+    def has_value(self) -> bool:
+        return isinstance(self.policy, ActorCriticPolicy)
+
+    @property
+    def n_params(self) -> int:
+        if isinstance(self.policy, DQNPolicy):  # the target network is a training device, not the policy
+            return sum(p.numel() for p in self.policy.q_net.parameters())
+        return sum(p.numel() for p in self.policy.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return self.policy.device
+
+    @torch.inference_mode()
+    def __call__(self, obs: Tensor) -> tuple[ActionDist, Tensor | None]:
+        if isinstance(self.policy, DQNPolicy):
+            # Value-based teachers have no policy: use softmax(Q / T), and V = sum_a pi(a) Q(a).
+            q_values = self.policy.q_net(obs)
+            dist = Categorical.from_logits(q_values / self.temperature, self.log_prob_floor)
+            return dist, (dist.probs * q_values).sum(-1)
+        assert isinstance(self.policy, ActorCriticPolicy)
+        dist, values = actor_critic_outputs(self.policy, obs, self.log_prob_floor)
+        if isinstance(dist, Categorical) and self.temperature != 1.0:
+            dist = Categorical.from_logits(dist.logits / self.temperature, self.log_prob_floor)
+        return dist, values
+
+
+def load_teacher(
+    checkpoint: Checkpoint,
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    device: torch.device,
+    *,
+    trust: bool = False,
+    temperature: float = 1.0,
+    log_prob_floor: float | None = None,
+) -> Teacher:
+    policy_class = _policy_class(checkpoint, trust)
+    kwargs = _policy_kwargs(checkpoint, trust)
+    if issubclass(policy_class, ActorCriticPolicy):
+        kwargs.setdefault("use_sde", bool(checkpoint.data.get("use_sde", False)))
+    try:
+        policy = policy_class(observation_space, action_space, lambda _: 0.0, **kwargs)
+        policy.load_state_dict(checkpoint.policy_state)
+    except (RuntimeError, TypeError, ValueError, KeyError) as error:
+        raise DistillError(
+            f"{checkpoint.path}: the weights do not fit a {policy_class.__name__} for these spaces "
+            f"({str(error).splitlines()[0][:160]})"
+        ) from None
+    return Teacher(policy.to(device), checkpoint.algo, temperature, log_prob_floor)
+
+
+def infer_env_id(path: Path) -> str | None:
+    """The env id a checkpoint's file name carries (``ppo-CartPole-v1.zip``, rl-zoo's ``ALE-Pong-v5.zip``)."""
+    text = " ".join([path.stem, path.parent.name])
+    matches = [
+        env_id for env_id in gym.registry if env_id in text or ("/" in env_id and env_id.replace("/", "-") in text)
+    ]
+    return max(matches, key=len) if matches else None

@@ -1,0 +1,340 @@
+"""One trainer for every method: the paper's Equation 1.
+
+    g = E_{tau ~ q} [ sum_t  -grad log pi_th(a_t | s_t) * Rhat_t  +  grad l(s_t) ],   Rhat_t = sum_{i>=t} rhat_i
+
+A method (``distillcli.methods.Method``) supplies q, l and rhat; this module collects a segment with q,
+turns rhat into pseudo-returns and advantages (discount ``gamma``, a baseline, optional GAE), and descends
+the surrogate whose gradient is g. With one epoch and one minibatch the surrogate's gradient is exactly
+Eq. 1's estimate; further epochs reuse the segment with PPO's clipped probability ratio on the score term
+(equal to Eq. 1 at the first step, where the ratio is 1). Nothing here knows a method's name.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from distillcli.distributions import ActionDist
+from distillcli.methods import Control, Method
+from distillcli.objectives import ObjectiveOptions, Terms
+from distillcli.rollout import Collector, PolicyFn, Rollout
+
+Baseline = Literal["critic", "mean", "none"]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A value that moves linearly from ``start`` to ``end`` over training ("0.5" or "1.0:0.0")."""
+
+    start: float
+    end: float
+
+    @classmethod
+    def parse(cls, text: str | float) -> Schedule:
+        if isinstance(text, int | float):
+            return cls(float(text), float(text))
+        parts = text.split(":")
+        if len(parts) not in (1, 2):
+            raise ValueError(f"expected a number or START:END, got {text!r}")
+        values = [float(p) for p in parts]
+        return cls(values[0], values[-1])
+
+    def __call__(self, progress: float) -> float:
+        return self.start + (self.end - self.start) * min(max(progress, 0.0), 1.0)
+
+    def __str__(self) -> str:
+        return f"{self.start:g}" if self.start == self.end else f"{self.start:g}:{self.end:g}"
+
+
+@dataclass(frozen=True)
+class UpdateOptions:
+    gae_lambda: float = 0.5
+    baseline: Baseline = "critic"
+    epochs: int = 4
+    minibatch_size: int = 256
+    max_grad_norm: float = 0.5
+    value_coef: float = 0.5
+    # How pseudo-returns treat an episode's end: "absorb" (Table 1 literally: nothing after the end counts),
+    # "continue" (the reset state follows, as in one continuing process), or "auto": continue for methods
+    # without environment reward, absorb for those with it. Under "absorb" a sum of per-state losses is
+    # smallest for the shortest episode, which pays a student to fail in environments like CartPole.
+    episode_ends: Literal["auto", "continue", "absorb"] = "auto"
+
+
+# --- Eq. 1, as pure functions (also used by the exact-gradient tests) -------------------------------------
+
+
+def discounted_advantages(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    episode_ends: Tensor,
+    gamma: float,
+    lam: float,
+) -> Tensor:
+    """GAE(lambda) over a [T, N] segment; lambda = 1 gives the Monte-Carlo return minus ``values``.
+
+    ``next_values`` is the bootstrap value of s_{t+1} (zeroed here where the episode terminated); the
+    recursion stops at every episode end, so a truncated episode bootstraps from its real last state.
+    """
+    alive = 1.0 - terminated.float()
+    carry = 1.0 - episode_ends.float()
+    deltas = rewards + gamma * alive * next_values - values
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        running = deltas[t] + gamma * lam * carry[t] * running
+        advantages[t] = running
+    return advantages
+
+
+@dataclass
+class Targets:
+    """What a segment contributes to every minibatch: fixed before the student moves."""
+
+    old_log_probs: Tensor  # [T, N]
+    pseudo_rewards: Tensor | None  # rhat, [T, N]
+    advantages: Tensor | None  # Rhat_t minus the baseline, [T, N]
+    value_targets: Tensor | None  # what the critic regresses to, [T, N]
+    kl_teacher_student: float  # mean KL(pi || pi_th) over the segment's states, before the update
+
+
+def reward_terms(rollout: Rollout, student: PolicyFn, options: ObjectiveOptions) -> tuple[Terms, Tensor, Tensor]:
+    """Terms at s_t with their next-state terms, from the (current, detached) student; plus V_th(s_t), V_th(s_{t+1})."""
+    steps, n_envs = rollout.shape
+    with torch.no_grad():
+        dist_all, values_all = _flat_apply(student, rollout.obs)
+        dist_final, values_final = student(rollout.final_obs)
+    assert values_all is not None and values_final is not None
+    next_actions = torch.cat([rollout.actions[1:], rollout.actions[-1:]])  # last row is never used
+    zeros = torch.zeros_like(rollout.env_rewards)
+    teacher_next_values = (
+        rollout.next_state(rollout.teacher_values, rollout.teacher_final_values)
+        if rollout.teacher_values is not None and rollout.teacher_final_values is not None
+        else None
+    )
+    student_next_values = rollout.next_state(values_all, values_final)
+    nxt = Terms(
+        student=dist_all.map2(dist_final, rollout.next_state),
+        teacher=rollout.teacher.map2(rollout.teacher_final, rollout.next_state),
+        actions=next_actions,
+        env_rewards=zeros,
+        log_ratio=zeros,
+        student_values=student_next_values,
+        teacher_values=teacher_next_values,
+        options=options,
+    )
+    terms = Terms(
+        student=dist_all[:steps],
+        teacher=rollout.teacher[:steps],
+        actions=rollout.actions,
+        env_rewards=rollout.env_rewards,
+        log_ratio=zeros,
+        student_values=values_all[:steps],
+        teacher_values=None if rollout.teacher_values is None else rollout.teacher_values[:steps],
+        options=options,
+        next=nxt,
+        ended=rollout.terminated,
+        next_action_known=rollout.next_action_known,
+    )
+    return terms, values_all[:steps], student_next_values
+
+
+def segment_targets(
+    method: Method,
+    rollout: Rollout,
+    student: PolicyFn,
+    options: ObjectiveOptions,
+    update: UpdateOptions,
+) -> Targets:
+    """Pseudo-rewards rhat, pseudo-returns Rhat and advantages for one segment (no gradient)."""
+    mode = update.episode_ends
+    if mode == "continue" or (mode == "auto" and not method.uses_env_reward):
+        rollout = rollout.as_continuing()
+    terms, values, next_values = reward_terms(rollout, student, options)
+    old_log_probs = terms.student.log_prob(rollout.actions)
+    kl = float(terms.teacher.kl(terms.student).mean())
+    if method.reward is None:
+        return Targets(old_log_probs, None, None, None, kl)
+    with torch.no_grad():
+        rewards = method.reward(terms)
+        if method.bootstrap == "teacher-value":
+            assert terms.next is not None and terms.next.teacher_values is not None
+            next_values = terms.next.teacher_values
+        ends = rollout.episode_ends
+
+        def advantage(lam: float) -> Tensor:
+            return discounted_advantages(
+                rewards, values, next_values, rollout.terminated, ends, options.gamma, lam
+            )
+
+        if method.returns == "td":
+            advantages = advantage(0.0)  # one-step target r_t + gamma V(s_{t+1})
+            value_targets = advantages + values
+        elif update.baseline == "critic":
+            advantages = advantage(update.gae_lambda)
+            value_targets = advantages + values
+        else:
+            value_targets = advantage(1.0) + values  # Monte-Carlo Rhat, bootstrapped at segment cuts
+            advantages = value_targets - value_targets.mean() if update.baseline == "mean" else value_targets
+    return Targets(old_log_probs, rewards, advantages, value_targets, kl)
+
+
+def eq1_surrogate(
+    method: Method,
+    terms: Terms,
+    advantages: Tensor | None,
+    value_targets: Tensor | None,
+    value_coef: float,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Per-sample surrogate whose gradient is Eq. 1's: score-function term + per-state loss (+ critic loss)."""
+    zeros = torch.zeros_like(terms.log_ratio)
+    per_state_loss = method.loss(terms) if method.loss is not None else zeros
+    score = zeros
+    value_loss = zeros
+    if method.reward is not None:
+        assert advantages is not None and value_targets is not None
+        ratio = terms.log_ratio.exp()
+        eps = terms.options.clip_range
+        # -grad log pi_th * Rhat at ratio 1; PPO's clip keeps later epochs on the same segment honest.
+        score = -torch.min(ratio * advantages, ratio.clamp(1.0 - eps, 1.0 + eps) * advantages)
+        value_loss = 0.5 * (terms.student_values - value_targets).pow(2)
+    total = score + per_state_loss + value_coef * value_loss
+    return total, {"loss": per_state_loss, "score": score, "value_loss": value_loss}
+
+
+def _flat_apply(fn: PolicyFn, x: Tensor) -> tuple[ActionDist, Tensor | None]:
+    """Apply a policy to a [T, N, ...] batch of observations in one forward pass."""
+    lead = x.shape[:2]
+    dist, values = fn(x.reshape(-1, *x.shape[2:]))
+    dist = dist.map(lambda p: p.reshape(*lead, *p.shape[1:]))
+    return dist, None if values is None else values.reshape(lead)
+
+
+# --- the loop -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoopSettings:
+    total_steps: int
+    n_steps: int  # segment length per environment
+    control: Control
+    teacher_share: Schedule  # probability of acting with the teacher under control "mix"
+    reward_weight: Schedule
+    objective: ObjectiveOptions
+    update: UpdateOptions
+
+
+class Diverged(RuntimeError):
+    """A loss or a parameter became NaN or infinite."""
+
+
+def train(
+    method: Method,
+    collector: Collector,
+    student: PolicyFn,
+    parameters: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    settings: LoopSettings,
+    on_update: Callable[[dict[str, float]], None],
+    start_steps: int = 0,
+) -> int:
+    """Run Eq. 1 updates until ``settings.total_steps`` env steps; return the env steps taken."""
+    n_envs = collector.venv.num_envs
+    per_segment = settings.n_steps * n_envs
+    steps = start_steps
+    recent_returns: deque[float] = deque(maxlen=20)
+    started = time.perf_counter()
+    while steps < settings.total_steps:
+        progress = steps / settings.total_steps
+        options = replace(settings.objective, reward_weight=settings.reward_weight(progress))
+        share = settings.teacher_share(progress)
+        rollout = collector.collect(settings.n_steps, settings.control, student, share)
+        steps += per_segment
+        recent_returns.extend(rollout.episode_returns)
+        metrics = update(method, rollout, student, parameters, optimizer, options, settings.update)
+        metrics.update(
+            env_steps=float(steps),
+            wall_seconds=time.perf_counter() - started,
+            episode_return=float(sum(recent_returns) / len(recent_returns)) if recent_returns else math.nan,
+            teacher_share=share if settings.control == "mix" else math.nan,
+            reward_weight=options.reward_weight,
+        )
+        on_update(metrics)
+    return steps
+
+
+def update(
+    method: Method,
+    rollout: Rollout,
+    student: PolicyFn,
+    parameters: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    options: ObjectiveOptions,
+    settings: UpdateOptions,
+) -> dict[str, float]:
+    """One Eq. 1 update (several epochs of minibatches) on a segment; returns the segment's metrics."""
+    steps, n_envs = rollout.shape
+    targets = segment_targets(method, rollout, student, options, settings)
+    flat_obs = rollout.obs[:steps].reshape(steps * n_envs, *rollout.obs.shape[2:])
+    flat_teacher = rollout.teacher[:steps].map(lambda p: p.reshape(steps * n_envs, *p.shape[2:]))
+    flat_actions = rollout.actions.reshape(steps * n_envs, *rollout.actions.shape[2:])
+    flat_rewards = rollout.env_rewards.reshape(-1)
+    flat_teacher_values = None if rollout.teacher_values is None else rollout.teacher_values[:steps].reshape(-1)
+    old_log_probs = targets.old_log_probs.reshape(-1)
+    advantages = None if targets.advantages is None else targets.advantages.reshape(-1)
+    value_targets = None if targets.value_targets is None else targets.value_targets.reshape(-1)
+
+    batch = steps * n_envs
+    minibatch = min(settings.minibatch_size, batch)
+    sums: dict[str, float] = {"loss": 0.0, "score": 0.0, "value_loss": 0.0}
+    n_minibatches = 0
+    for _ in range(settings.epochs):
+        order = torch.randperm(batch, device=flat_obs.device)
+        for begin in range(0, batch, minibatch):
+            index = order[begin : begin + minibatch]
+            dist, values = student(flat_obs[index])
+            assert values is not None
+            terms = Terms(
+                student=dist,
+                teacher=flat_teacher[index],
+                actions=flat_actions[index],
+                env_rewards=flat_rewards[index],
+                log_ratio=dist.log_prob(flat_actions[index]) - old_log_probs[index],
+                student_values=values,
+                teacher_values=None if flat_teacher_values is None else flat_teacher_values[index],
+                options=options,
+            )
+            total, parts = eq1_surrogate(
+                method,
+                terms,
+                None if advantages is None else advantages[index],
+                None if value_targets is None else value_targets[index],
+                settings.value_coef,
+            )
+            loss = total.mean()
+            if not torch.isfinite(loss):
+                raise Diverged("the loss became NaN or infinite")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
+            optimizer.step()
+            n_minibatches += 1
+            for key, value in parts.items():
+                sums[key] += float(value.detach().mean())
+    for parameter in parameters:
+        if not torch.isfinite(parameter).all():
+            raise Diverged("a student parameter became NaN or infinite")
+    metrics = {key: value / max(n_minibatches, 1) for key, value in sums.items()}
+    metrics["kl_teacher_student"] = targets.kl_teacher_student
+    if targets.pseudo_rewards is not None:
+        metrics["pseudo_reward"] = float(targets.pseudo_rewards.mean())
+    return metrics
