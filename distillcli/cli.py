@@ -77,9 +77,7 @@ def run(
     baseline: Annotated[str | None, typer.Option("--baseline", help=_h("baseline"))] = None,
     clip_range: Annotated[float | None, typer.Option("--clip-range", help=_h("clip_range"))] = None,
     max_grad_norm: Annotated[float | None, typer.Option("--max-grad-norm", help=_h("max_grad_norm"))] = None,
-    trust_checkpoint: Annotated[
-        bool | None, typer.Option("--trust-checkpoint", help=_h("trust_checkpoint"))
-    ] = None,
+    trust_checkpoint: Annotated[bool | None, typer.Option("--trust-checkpoint", help=_h("trust_checkpoint"))] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="options from a config.json (explicit options win)")
     ] = None,
@@ -115,8 +113,19 @@ def run(
         _print_json(summary)
         return
     table = Table(title=f"{summary['method']} on {summary['env_id']}", show_header=False)
-    for key in ("teacher_return", "student_return", "return_ratio", "kl_start", "kl_end", "agreement",
-                "env_steps", "wall_seconds", "teacher_params", "student_params", "device"):
+    for key in (
+        "teacher_return",
+        "student_return",
+        "return_ratio",
+        "kl_start",
+        "kl_end",
+        "agreement",
+        "env_steps",
+        "wall_seconds",
+        "teacher_params",
+        "student_params",
+        "device",
+    ):
         value = summary[key]
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     table.add_row("student", summary["student_path"])
@@ -149,7 +158,9 @@ def eval_command(
 
 
 @app.command()
-def methods(json_out: Annotated[bool, typer.Option("--json", help="a list of objects with a name key")] = False) -> None:
+def methods(
+    json_out: Annotated[bool, typer.Option("--json", help="a list of objects with a name key")] = False,
+) -> None:
     """List every method: control policy, per-state loss, pseudo-reward, and whether it is a true gradient."""
     rows = [describe(m) for m in METHODS]
     if json_out:
@@ -160,10 +171,16 @@ def methods(json_out: Annotated[bool, typer.Option("--json", help="a list of obj
     for column in ("q", "l(s_t)", "rhat_i", "true gradient", "needs"):
         table.add_column(column)
     for row in rows:
-        needs = [label for key, label in (("needs_teacher_value", "V_pi"), ("uses_env_reward", "env reward")) if row[key]]
+        needs = [
+            label for key, label in (("needs_teacher_value", "V_pi"), ("uses_env_reward", "env reward")) if row[key]
+        ]
         table.add_row(
-            str(row["name"]), str(row["control"]), str(row["loss"]), str(row["pseudo_reward"]),
-            "yes" if row["true_gradient"] else "no", ", ".join(needs),
+            str(row["name"]),
+            str(row["control"]),
+            str(row["loss"]),
+            str(row["pseudo_reward"]),
+            "yes" if row["true_gradient"] else "no",
+            ", ".join(needs),
         )
     stdout.print(table)
 
@@ -171,8 +188,11 @@ def methods(json_out: Annotated[bool, typer.Option("--json", help="a list of obj
 @app.command("recommend")
 def recommend_command(
     outside_teacher_states: Annotated[
-        bool, typer.Option("--outside-teacher-states/--teacher-states-only",
-                           help="will the student be evaluated on states the teacher would not visit?")
+        bool,
+        typer.Option(
+            "--outside-teacher-states/--teacher-states-only",
+            help="will the student be evaluated on states the teacher would not visit?",
+        ),
     ] = True,
     improve: Annotated[
         bool, typer.Option("--improve/--copy", help="should the student improve beyond the teacher (env reward)?")

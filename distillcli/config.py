@@ -45,11 +45,17 @@ class RunConfig:
     temperature: float = _knob(1.0, "teacher temperature: pi_T = softmax(logits / T)")
     reward_weight: str = _knob("1.0", "lambda_r for env reward (+r methods): a number or START:END")
     proximal_lambda: float = _knob(1.0, "distillation weight of the proximal method")
-    loss_offset: str = _knob("min", "min: pseudo-rewards subtract each state's minimum loss (see docs); none: Table 1 verbatim")
-    episode_ends: str = _knob("auto", "pseudo-returns at episode ends: continue|absorb|auto (continue unless env reward)")
+    loss_offset: str = _knob(
+        "min", "min: pseudo-rewards subtract each state's minimum loss (see docs); none: Table 1 verbatim"
+    )
+    episode_ends: str = _knob(
+        "auto", "pseudo-returns at episode ends: continue|absorb|auto (continue unless env reward)"
+    )
     logprob_floor: float = _knob(-20.0, "floor for teacher log-probabilities (keeps -inf out)")
     gamma: float = _knob(0.99, "discount of the pseudo-return")
-    gae_lambda: float = _knob(0.5, "GAE lambda for the score-function term (1: Monte-Carlo, unbiased; lower: less variance)")
+    gae_lambda: float = _knob(
+        0.5, "GAE lambda for the score-function term (1: Monte-Carlo, unbiased; lower: less variance)"
+    )
     baseline: str = _knob("critic", "baseline of the score-function term: critic|mean|none")
     clip_range: float = _knob(0.2, "PPO clip of the probability ratio on later epochs")
     max_grad_norm: float = _knob(0.5, "gradient norm clip")
@@ -83,34 +89,43 @@ class RunConfig:
             if key not in known:
                 raise DistillError(f"config file {path}: unknown option {key!r}")
             expected = type(known[key].default) if known[key].default is not None else str
-            if value is not None and not isinstance(value, expected) and not (expected is float and isinstance(value, int)):
+            if (
+                value is not None
+                and not isinstance(value, expected)
+                and not (expected is float and isinstance(value, int))
+            ):
                 raise DistillError(f"config file {path}: {key} must be {expected.__name__}, got {value!r}")
         return data
 
     def validate(self) -> None:
         """Reject impossible values with one line each, before anything is built or written."""
-        positive = {
-            "steps": self.steps, "n_envs": self.n_envs, "n_steps": self.n_steps, "epochs": self.epochs,
-            "minibatch_size": self.minibatch_size, "eval_episodes": self.eval_episodes, "threads": self.threads,
+        positive: dict[str, int] = {
+            "steps": self.steps,
+            "n_envs": self.n_envs,
+            "n_steps": self.n_steps,
+            "epochs": self.epochs,
+            "minibatch_size": self.minibatch_size,
+            "eval_episodes": self.eval_episodes,
+            "threads": self.threads,
         }
         for name, value in positive.items():
             if value <= 0:
                 raise DistillError(f"--{name.replace('_', '-')} must be positive, got {value}")
         if self.eval_every < 0:
             raise DistillError(f"--eval-every must be >= 0, got {self.eval_every}")
-        for name, value in {"lr": self.lr, "temperature": self.temperature}.items():
-            if not (math.isfinite(value) and value > 0):
-                raise DistillError(f"--{name} must be a positive number, got {value}")
-        for name, value in {"gamma": self.gamma, "gae_lambda": self.gae_lambda}.items():
-            if not 0.0 <= value <= 1.0:
-                raise DistillError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
+        for name, number in {"lr": self.lr, "temperature": self.temperature}.items():
+            if not (math.isfinite(number) and number > 0):
+                raise DistillError(f"--{name} must be a positive number, got {number}")
+        for name, number in {"gamma": self.gamma, "gae_lambda": self.gae_lambda}.items():
+            if not 0.0 <= number <= 1.0:
+                raise DistillError(f"--{name.replace('_', '-')} must be in [0, 1], got {number}")
         if not (0.0 < self.clip_range < 1.0):
             raise DistillError(f"--clip-range must be in (0, 1), got {self.clip_range}")
         if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
             raise DistillError(f"--max-grad-norm must be positive, got {self.max_grad_norm}")
         if not (math.isfinite(self.logprob_floor) and self.logprob_floor < 0):
             raise DistillError(f"--logprob-floor must be a negative number, got {self.logprob_floor}")
-        choices = {
+        choices: dict[str, tuple[str, tuple[str, ...]]] = {
             "device": (self.device, ("auto", "cpu", "cuda")),
             "baseline": (self.baseline, ("critic", "mean", "none")),
             "kl_direction": (self.kl_direction, ("teacher-student", "student-teacher")),
@@ -119,6 +134,6 @@ class RunConfig:
         }
         if self.control is not None:
             choices["control"] = (self.control, ("teacher", "student", "uniform", "mix"))
-        for name, (value, valid) in choices.items():
-            if value not in valid and not (name == "device" and value.startswith("cuda:")):
-                raise DistillError(f"--{name.replace('_', '-')} must be one of {', '.join(valid)}, got {value!r}")
+        for name, (choice, valid) in choices.items():
+            if choice not in valid and not (name == "device" and choice.startswith("cuda:")):
+                raise DistillError(f"--{name.replace('_', '-')} must be one of {', '.join(valid)}, got {choice!r}")

@@ -116,9 +116,7 @@ def _mode_seeking_minimum(terms: Terms) -> Tensor:
     return -terms.teacher.max_log_prob()
 
 
-teacher_cross_entropy = Term(
-    "Hx(pi(s_t) || pi_th(s_t))", _distill_cross_entropy, _distill_cross_entropy_minimum
-)
+teacher_cross_entropy = Term("Hx(pi(s_t) || pi_th(s_t))", _distill_cross_entropy, _distill_cross_entropy_minimum)
 """Table 1's distillation loss; ``--kl-direction student-teacher`` makes it ``Hx(pi_th || pi)``."""
 
 student_cross_entropy = Term(
@@ -133,9 +131,7 @@ def _value_conditioned(terms: Terms) -> Tensor:
     return _distill_cross_entropy(terms) * teacher_better.float()
 
 
-value_conditioned_cross_entropy = Term(
-    "Hx(pi(s_t) || pi_th(s_t)) * [V_pi(s_t) > V_th(s_t)]", _value_conditioned
-)
+value_conditioned_cross_entropy = Term("Hx(pi(s_t) || pi_th(s_t)) * [V_pi(s_t) > V_th(s_t)]", _value_conditioned)
 
 
 def _proximal(terms: Terms) -> Tensor:
@@ -147,9 +143,7 @@ def _proximal(terms: Terms) -> Tensor:
 
 proximal_kl = Term("lambda * max(ratio, 1 - eps) * KL(pi(s_t) || pi_th(s_t))", _proximal)
 
-hard_label_nll = Term(
-    "-log pi_th(argmax_a pi(a|s_t) | s_t)", lambda t: -t.student.log_prob(t.teacher.mode())
-)
+hard_label_nll = Term("-log pi_th(argmax_a pi(a|s_t) | s_t)", lambda t: -t.student.log_prob(t.teacher.mode()))
 """Behaviour cloning's hard labels: the teacher's chosen (most likely) action."""
 
 

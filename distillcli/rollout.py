@@ -18,6 +18,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch import Tensor
 
 from distillcli.distributions import ActionDist, stack
+from distillcli.errors import DistillError
 from distillcli.methods import Control
 
 # obs -> (action distribution, value or None); the teacher and the student both look like this.
@@ -111,13 +112,13 @@ class Collector:
         self._returns = np.zeros(venv.num_envs)
         self._lengths = np.zeros(venv.num_envs, dtype=np.int64)
 
-    def _to_tensor(self, obs: np.ndarray) -> Tensor:
+    def _to_tensor(self, obs: object) -> Tensor:
+        if not isinstance(obs, np.ndarray):
+            raise DistillError("dict and tuple observation spaces are not supported yet")
         return torch.as_tensor(obs, device=self.device)
 
     @torch.inference_mode()
-    def collect(
-        self, n_steps: int, control: Control, student: PolicyFn | None, teacher_share: float = 0.0
-    ) -> Rollout:
+    def collect(self, n_steps: int, control: Control, student: PolicyFn | None, teacher_share: float = 0.0) -> Rollout:
         n_envs = self.venv.num_envs
         obs, actions, teacher_dists, teacher_values = [self._obs], [], [], []
         rewards, terminated, truncated = [], [], []

@@ -40,7 +40,9 @@ def parse_net(spec: str, teacher_policy: BasePolicy) -> list[int]:
     try:
         widths = [int(part) for part in spec.split(",") if part.strip()]
     except ValueError:
-        raise DistillError(f"--student-net must be comma-separated layer widths like 32,32 or 'auto', got {spec!r}") from None
+        raise DistillError(
+            f"--student-net must be comma-separated layer widths like 32,32 or 'auto', got {spec!r}"
+        ) from None
     if not widths or any(w <= 0 for w in widths):
         raise DistillError(f"--student-net needs positive layer widths like 32,32, got {spec!r}")
     return widths

@@ -242,8 +242,8 @@ class Teacher:
         if isinstance(self.policy, DQNPolicy):
             # Value-based teachers have no policy: use softmax(Q / T), and V = sum_a pi(a) Q(a).
             q_values = self.policy.q_net(obs)
-            dist = Categorical.from_logits(q_values / self.temperature, self.log_prob_floor)
-            return dist, (dist.probs * q_values).sum(-1)
+            soft_q = Categorical.from_logits(q_values / self.temperature, self.log_prob_floor)
+            return soft_q, (soft_q.probs * q_values).sum(-1)
         assert isinstance(self.policy, ActorCriticPolicy)
         dist, values = actor_critic_outputs(self.policy, obs, self.log_prob_floor)
         if isinstance(dist, Categorical) and self.temperature != 1.0:

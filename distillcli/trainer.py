@@ -109,7 +109,7 @@ class Targets:
 
 def reward_terms(rollout: Rollout, student: PolicyFn, options: ObjectiveOptions) -> tuple[Terms, Tensor, Tensor]:
     """Terms at s_t with their next-state terms, from the (current, detached) student; plus V_th(s_t), V_th(s_{t+1})."""
-    steps, n_envs = rollout.shape
+    steps = rollout.shape[0]
     with torch.no_grad():
         dist_all, values_all = _flat_apply(student, rollout.obs)
         dist_final, values_final = student(rollout.final_obs)
@@ -172,9 +172,7 @@ def segment_targets(
         ends = rollout.episode_ends
 
         def advantage(lam: float) -> Tensor:
-            return discounted_advantages(
-                rewards, values, next_values, rollout.terminated, ends, options.gamma, lam
-            )
+            return discounted_advantages(rewards, values, next_values, rollout.terminated, ends, options.gamma, lam)
 
         if method.returns == "td":
             advantages = advantage(0.0)  # one-step target r_t + gamma V(s_{t+1})
