@@ -94,25 +94,35 @@ def run(
     if quiet or json_out:
         summary = run_distillation(cfg)
     else:
-        with Progress(
+        # The bar appears with the first update, so a run that fails its checks prints only its error line.
+        bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
             console=stderr,
-        ) as bar:
-            task = bar.add_task(cfg.method, total=cfg.steps, info="")
+        )
+        task = bar.add_task(cfg.method, total=cfg.steps, info="", start=False)
 
-            def progress(metrics: dict[str, float]) -> None:
-                info = f"return {metrics['eval_return']:.1f}  KL {metrics['kl_teacher_student']:.3f}"
-                bar.update(task, completed=min(metrics["env_steps"], cfg.steps), info=info)
+        def progress(metrics: dict[str, float]) -> None:
+            if not bar.live.is_started:
+                bar.start()
+                bar.start_task(task)
+            info = f"return {metrics['eval_return']:.1f}  KL {metrics['kl_teacher_student']:.3f}"
+            bar.update(task, completed=min(metrics["env_steps"], cfg.steps), info=info)
 
+        try:
             summary = run_distillation(cfg, progress)
+        finally:
+            if bar.live.is_started:
+                bar.stop()
     if json_out:
         _print_json(summary)
         return
     table = Table(title=f"{summary['method']} on {summary['env_id']}", show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True)
     for key in (
         "teacher_return",
         "student_return",
@@ -128,8 +138,8 @@ def run(
     ):
         value = summary[key]
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
-    table.add_row("student", summary["student_path"])
     stdout.print(table)
+    stdout.print(f"student: {summary['student_path']}", soft_wrap=True, highlight=False)
 
 
 @app.command("eval")

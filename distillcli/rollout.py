@@ -117,7 +117,8 @@ class Collector:
             raise DistillError("dict and tuple observation spaces are not supported yet")
         return torch.as_tensor(obs, device=self.device)
 
-    @torch.inference_mode()
+    # no_grad, not inference_mode: the segment's tensors are inputs of the student's backward pass later.
+    @torch.no_grad()
     def collect(self, n_steps: int, control: Control, student: PolicyFn | None, teacher_share: float = 0.0) -> Rollout:
         n_envs = self.venv.num_envs
         obs, actions, teacher_dists, teacher_values = [self._obs], [], [], []

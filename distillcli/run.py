@@ -10,6 +10,7 @@ import importlib.metadata
 import importlib.resources
 import math
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -36,6 +37,7 @@ from distillcli.teachers import Checkpoint, Teacher, check_spaces, infer_env_id,
 from distillcli.trainer import Diverged, LoopSettings, Schedule, UpdateOptions, train
 
 BUNDLED_TEACHER = "ppo-CartPole-v1.zip"
+RUN_OUTPUTS = ("config.json", "metrics.jsonl", "summary.json", "student.zip", "tensorboard")
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share seeds with training environments
 
 Progress = Callable[[dict[str, float]], None]
@@ -132,6 +134,14 @@ def claim_run_dir(out: str | None, env_id: str, method: str, force: bool) -> Pat
         raise DistillError(f"output path {run_dir} exists and is not a directory")
     if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
         raise DistillError(f"output directory {run_dir} already exists and is not empty (use --force or --out)")
+    if force and run_dir.is_dir():
+        # Only what an earlier run wrote: --force must never delete a user's other files.
+        for name in RUN_OUTPUTS:
+            old = run_dir / name
+            if old.is_dir():
+                shutil.rmtree(old)
+            elif old.exists():
+                old.unlink()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"

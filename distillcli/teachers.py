@@ -59,8 +59,9 @@ def _needs_trust(path: Path, what: str) -> NeedsTrust:
 
 class _AllowListUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
+        # A dotted name is an attribute chain (``torch.os.system`` from an allowed module): never follow one.
         allowed = (module, name) in _SAFE_BUILTINS or (
-            module.startswith(_SAFE_MODULE_PREFIXES) and not name.startswith("_")
+            module.startswith(_SAFE_MODULE_PREFIXES) and not name.startswith("_") and "." not in name
         )
         if not allowed:
             raise pickle.UnpicklingError(f"{module}.{name} is not allow-listed")
@@ -237,7 +238,8 @@ class Teacher:
     def device(self) -> torch.device:
         return self.policy.device
 
-    @torch.inference_mode()
+    # The teacher never needs gradients; no_grad (not inference_mode) so its outputs can enter the student's loss.
+    @torch.no_grad()
     def __call__(self, obs: Tensor) -> tuple[ActionDist, Tensor | None]:
         if isinstance(self.policy, DQNPolicy):
             # Value-based teachers have no policy: use softmax(Q / T), and V = sum_a pi(a) Q(a).

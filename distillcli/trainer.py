@@ -113,6 +113,8 @@ def reward_terms(rollout: Rollout, student: PolicyFn, options: ObjectiveOptions)
     with torch.no_grad():
         dist_all, values_all = _flat_apply(student, rollout.obs)
         dist_final, values_final = student(rollout.final_obs)
+    # A Gaussian's log_std is a parameter held by reference, not computed: detach so no target keeps a graph.
+    dist_all, dist_final = dist_all.detach(), dist_final.detach()
     assert values_all is not None and values_final is not None
     next_actions = torch.cat([rollout.actions[1:], rollout.actions[-1:]])  # last row is never used
     zeros = torch.zeros_like(rollout.env_rewards)
@@ -166,17 +168,21 @@ def segment_targets(
         return Targets(old_log_probs, None, None, None, kl)
     with torch.no_grad():
         rewards = method.reward(terms)
+        baseline = values
         if method.bootstrap == "teacher-value":
+            # Prop. 3's TD error uses the teacher's value on both sides: r + gamma V_pi(s') - V_pi(s) is the
+            # teacher's advantage, so the update is useful from the first step (a fresh critic is not).
             assert terms.next is not None and terms.next.teacher_values is not None
-            next_values = terms.next.teacher_values
+            assert terms.teacher_values is not None
+            next_values, baseline = terms.next.teacher_values, terms.teacher_values
         ends = rollout.episode_ends
 
-        def advantage(lam: float) -> Tensor:
-            return discounted_advantages(rewards, values, next_values, rollout.terminated, ends, options.gamma, lam)
+        def advantage(lam: float, baseline: Tensor = values) -> Tensor:
+            return discounted_advantages(rewards, baseline, next_values, rollout.terminated, ends, options.gamma, lam)
 
         if method.returns == "td":
-            advantages = advantage(0.0)  # one-step target r_t + gamma V(s_{t+1})
-            value_targets = advantages + values
+            advantages = advantage(0.0, baseline)  # one-step target r_t + gamma V(s_{t+1})
+            value_targets = advantages + baseline
         elif update.baseline == "critic":
             advantages = advantage(update.gae_lambda)
             value_targets = advantages + values
