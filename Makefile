@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH_CPU ?= torch==2.13.0
 RUN_DIR ?= runs/quickstart
 
-.PHONY: quickstart install run test test-all lint format bench docs clean
+.PHONY: quickstart install run test lint format bench bench-full docs clean
 
 quickstart: install run  ## install, then distill the bundled CartPole teacher with the default method
 
@@ -27,13 +27,19 @@ test:  ## the test suite (slow studies at a small scale)
 	$(PY) -m pytest -q
 
 lint:  ## ruff (lint + format check) and mypy
-	$(VENV)/bin/ruff check distillcli tests scripts
-	$(VENV)/bin/ruff format --check distillcli tests scripts
+	$(VENV)/bin/ruff check distillcli tests scripts bench
+	$(VENV)/bin/ruff format --check distillcli tests scripts bench
 	$(VENV)/bin/mypy
 
 format:
-	$(VENV)/bin/ruff format distillcli tests scripts
-	$(VENV)/bin/ruff check --fix distillcli tests scripts
+	$(VENV)/bin/ruff format distillcli tests scripts bench
+	$(VENV)/bin/ruff check --fix distillcli tests scripts bench
+
+bench:  ## CartPole benchmark: 5 methods x 3 seeds (minutes); results in bench/results/
+	$(PY) bench/cartpole.py
+
+bench-full:  ## every method x 5 seeds
+	$(PY) bench/cartpole.py --methods all --seeds 0,1,2,3,4 --out bench/results/cartpole-full.json
 
 docs:  ## the CLI reference in docs/cli.md, from the commands' own help
 	$(PY) scripts/cli_reference.py > docs/cli.md

@@ -67,7 +67,7 @@ class RunConfig:
             if f.name == name:
                 default = f.default
                 text = str(f.metadata["help"])
-                return text if default is None or isinstance(default, bool) else f"{text} [default: {default}]"
+                return text if default is None or isinstance(default, bool) else f"{text} (default: {default})"
         raise KeyError(name)
 
     def to_json(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import importlib.resources
 import math
 import platform
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -41,6 +42,10 @@ RUN_OUTPUTS = ("config.json", "metrics.jsonl", "summary.json", "student.zip", "t
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share seeds with training environments
 
 Progress = Callable[[dict[str, float]], None]
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def bundled_teacher() -> Path:
@@ -240,8 +245,11 @@ def run(config: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
     next_eval = config.eval_every if config.eval_every > 0 else math.inf
     last_eval = start_eval
 
+    trained_steps = 0
+
     def on_update(metrics: dict[str, float]) -> None:
-        nonlocal next_eval, last_eval
+        nonlocal next_eval, last_eval, trained_steps
+        trained_steps = int(metrics["env_steps"])
         sink.write(metrics)
         if metrics["env_steps"] >= next_eval and metrics["env_steps"] < config.steps:
             last_eval = evaluate_student()
@@ -252,22 +260,23 @@ def run(config: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
 
     started = time.perf_counter()
     steps = 0
-    status = "finished"
+    status, failure = "finished", ""
+    # SIGTERM (a scheduler stopping the job) ends the run the way Ctrl-C does: the student so far is saved.
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
     try:
         steps = train(method, collector, student, student.parameters, student.optimizer, settings, on_update)
     except Diverged as error:
-        status = "diverged"
-        raise DistillError(f"{error} (run dir {run_dir}; no student written)") from None
+        status, steps, failure = "diverged", error.steps, str(error)
     except KeyboardInterrupt:
-        status = "interrupted"
-        steps = int(student.model.num_timesteps)
+        status, steps = "interrupted", trained_steps
     finally:
         venv.close()
+        signal.signal(signal.SIGTERM, previous_sigterm)
     wall = time.perf_counter() - started
+    student.save(run_dir / "student.zip", steps)  # first, so a second interrupt cannot lose it
     final_eval = evaluate_student()
     sink.write({"env_steps": steps, **_summary_of_eval(final_eval, "student")}, prefix="eval")
     sink.close()
-    student.save(run_dir / "student.zip", steps)
     observation = np.asarray(venv.observation_space.sample())
     summary: dict[str, Any] = {
         "status": status,
@@ -303,6 +312,8 @@ def run(config: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
     atomic_write_json(run_dir / "summary.json", summary)
     if status == "interrupted":
         raise DistillError(f"interrupted after {steps} env steps; the student so far is in {run_dir}/student.zip")
+    if status == "diverged":
+        raise DistillError(f"{failure}; the last good student ({steps} env steps) is in {run_dir}/student.zip")
     return summary
 
 

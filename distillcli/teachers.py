@@ -275,6 +275,9 @@ def load_teacher(
             f"{checkpoint.path}: the weights do not fit a {policy_class.__name__} for these spaces "
             f"({str(error).splitlines()[0][:160]})"
         ) from None
+    broken = [name for name, tensor in policy.state_dict().items() if not torch.isfinite(tensor).all()]
+    if broken:
+        raise DistillError(f"{checkpoint.path}: the weights contain NaN or infinite values ({broken[0]})")
     return Teacher(policy.to(device), checkpoint.algo, temperature, log_prob_floor)
 
 

@@ -238,7 +238,11 @@ class LoopSettings:
 
 
 class Diverged(RuntimeError):
-    """A loss or a parameter became NaN or infinite."""
+    """A loss or a parameter became NaN or infinite; ``steps`` is how far the last good student got."""
+
+    def __init__(self, message: str, steps: int = 0) -> None:
+        super().__init__(message)
+        self.steps = steps
 
 
 def train(
@@ -264,7 +268,15 @@ def train(
         rollout = collector.collect(settings.n_steps, settings.control, student, share)
         steps += per_segment
         recent_returns.extend(rollout.episode_returns)
-        metrics = update(method, rollout, student, parameters, optimizer, options, settings.update)
+        last_good = [parameter.detach().clone() for parameter in parameters]
+        try:
+            metrics = update(method, rollout, student, parameters, optimizer, options, settings.update)
+        except Diverged as error:
+            # Keep the last good student: the caller saves it and reports where training broke.
+            with torch.no_grad():
+                for parameter, good in zip(parameters, last_good, strict=True):
+                    parameter.copy_(good)
+            raise Diverged(f"{error} in the update ending at env step {steps}", steps - per_segment) from None
         metrics.update(
             env_steps=float(steps),
             wall_seconds=time.perf_counter() - started,
