@@ -88,12 +88,20 @@ class RunConfig:
         for key, value in data.items():
             if key not in known:
                 raise DistillError(f"config file {path}: unknown option {key!r}")
-            expected = type(known[key].default) if known[key].default is not None else str
-            if (
-                value is not None
-                and not isinstance(value, expected)
-                and not (expected is float and isinstance(value, int))
-            ):
+            default = known[key].default
+            expected = type(default) if default is not None else str
+            if value is None and default is None:
+                continue  # "not set": the default applies
+            # bool is a subclass of int in Python, but `true` is not a number of environments.
+            is_number = isinstance(value, int | float) and not isinstance(value, bool)
+            fits = (
+                isinstance(value, bool)
+                if expected is bool
+                else (is_number and (expected is float or isinstance(value, int)))
+                if expected in (int, float)
+                else isinstance(value, expected)
+            )
+            if not fits:
                 raise DistillError(f"config file {path}: {key} must be {expected.__name__}, got {value!r}")
         return data
 
@@ -111,6 +119,10 @@ class RunConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise DistillError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if not 0 <= self.seed < 2**32:
+            raise DistillError(f"--seed must be in [0, 2**32), got {self.seed}")
+        if not (math.isfinite(self.proximal_lambda) and self.proximal_lambda >= 0):
+            raise DistillError(f"--proximal-lambda must be a non-negative number, got {self.proximal_lambda}")
         if self.eval_every < 0:
             raise DistillError(f"--eval-every must be >= 0, got {self.eval_every}")
         for name, number in {"lr": self.lr, "temperature": self.temperature}.items():

@@ -10,6 +10,7 @@ import importlib.metadata
 import importlib.resources
 import math
 import platform
+import re
 import shutil
 import signal
 import time
@@ -55,9 +56,14 @@ def bundled_teacher() -> Path:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not re.fullmatch(r"cuda(:\d+)?", name):
+        raise DistillError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DistillError(f"--device {name} was asked for but CUDA is not available on this machine")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise DistillError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def versions() -> dict[str, str]:
@@ -88,11 +94,15 @@ class Setup:
         return make_env(self.env_id, n_envs, seed)
 
 
-def _parse_schedule(name: str, text: str) -> Schedule:
+def _parse_schedule(name: str, text: str, low: float = -math.inf, high: float = math.inf) -> Schedule:
     try:
-        return Schedule.parse(text)
+        schedule = Schedule.parse(text)
     except ValueError:
         raise DistillError(f"--{name} must be a number or START:END, got {text!r}") from None
+    if not all(math.isfinite(v) and low <= v <= high for v in (schedule.start, schedule.end)):
+        bounds = f"in [{low:g}, {high:g}]" if math.isfinite(low) and math.isfinite(high) else "finite numbers"
+        raise DistillError(f"--{name} values must be {bounds}, got {text!r}")
+    return schedule
 
 
 def prepare(
@@ -106,7 +116,9 @@ def prepare(
 ) -> Setup:
     """Read the teacher, settle the env id and device, and check the teacher fits the env."""
     device = resolve_device(device_name)
-    path = Path(teacher_path).expanduser() if teacher_path else bundled_teacher()
+    if teacher_path is not None and not teacher_path.strip():
+        raise DistillError("--teacher is empty (leave it out to use the bundled CartPole teacher)")
+    path = Path(teacher_path).expanduser() if teacher_path is not None else bundled_teacher()
     checkpoint = read_checkpoint(path)
     env_id = env or infer_env_id(path)
     if env_id is None:
@@ -172,7 +184,7 @@ def run(config: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
     config.validate()
     method: Method = get_method(config.method)
     control: Control = config.control or method.control  # type: ignore[assignment]
-    teacher_share = _parse_schedule("mix", config.mix)
+    teacher_share = _parse_schedule("mix", config.mix, 0.0, 1.0)
     reward_weight = _parse_schedule("reward-weight", config.reward_weight)
     torch.set_num_threads(config.threads)
     setup = prepare(
@@ -331,7 +343,7 @@ def evaluate_model(
     if episodes <= 0:
         raise DistillError(f"--episodes must be positive, got {episodes}")
     path = Path(model_path)
-    student_checkpoint = read_checkpoint(path)
+    student_checkpoint = read_checkpoint(path, role="model")
     if teacher_path is not None:
         setup = prepare(teacher_path, env, device_name, trust=trust)
         env_id, device = setup.env_id, setup.device

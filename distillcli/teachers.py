@@ -115,14 +115,14 @@ class Checkpoint:
         return entry if isinstance(entry, dict) else {}
 
 
-def read_checkpoint(path: Path) -> Checkpoint:
+def read_checkpoint(path: Path, role: str = "teacher") -> Checkpoint:
     """Open an SB3 zip without unpickling anything; every failure is a one-line DistillError."""
     if not path.exists():
-        raise DistillError(f"teacher checkpoint not found: {path}")
+        raise DistillError(f"{role} checkpoint not found: {path}")
     if path.is_dir():
         raise DistillError(f"{path} is a folder, not an SB3 .zip checkpoint")
     if path.stat().st_size == 0:
-        raise DistillError(f"teacher checkpoint is empty: {path}")
+        raise DistillError(f"{role} checkpoint is empty: {path}")
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
@@ -138,6 +138,8 @@ def read_checkpoint(path: Path) -> Checkpoint:
         raise DistillError(f"{path} is not a readable SB3 checkpoint (its 'data' member is not JSON)") from None
     except (pickle.UnpicklingError, RuntimeError) as error:
         raise DistillError(f"{path}: its weights cannot be loaded safely ({str(error).splitlines()[0]})") from None
+    except Exception as error:
+        raise DistillError(f"{path} is not a readable SB3 checkpoint ({type(error).__name__}: {error})") from None
     if not isinstance(data, dict) or not isinstance(state, dict):
         raise DistillError(f"{path} is not a readable SB3 checkpoint (unexpected contents)")
     return Checkpoint(path, data, state)
@@ -200,12 +202,16 @@ def check_spaces(checkpoint: Checkpoint, observation_space: gym.Space, action_sp
                 f"{type(space).__name__}: the teacher was not trained on this environment (use --env)"
             )
         shape = recorded.get("_shape")
+        if shape is not None and not (isinstance(shape, list) and all(isinstance(d, int) for d in shape)):
+            raise DistillError(f"{checkpoint.path}: the recorded {key} shape {shape!r} is not a list of sizes")
         if shape is not None and list(shape) != list(space.shape or ()):
             raise DistillError(
                 f"teacher {key} has shape {tuple(shape)} but {env_id} has {tuple(space.shape or ())}: "
                 "the teacher was not trained on this environment (use --env)"
             )
         n = recorded.get("n")
+        if (n is not None and not isinstance(n, int | str)) or (isinstance(n, str) and not n.isdigit()):
+            raise DistillError(f"{checkpoint.path}: the recorded {key} size {n!r} is not a number")
         if n is not None and isinstance(space, gym.spaces.Discrete) and int(n) != int(space.n):
             raise DistillError(
                 f"teacher {key} has {n} actions but {env_id} has {space.n}: "
@@ -226,7 +232,7 @@ class Teacher:
 
     @property
     def has_value(self) -> bool:
-        return isinstance(self.policy, ActorCriticPolicy)
+        return isinstance(self.policy, ActorCriticPolicy | DQNPolicy)  # DQN: V = sum_a pi(a) Q(a)
 
     @property
     def n_params(self) -> int:

@@ -4,7 +4,7 @@ field (Theorem 1); and the trainer's sampled estimator converges to the exact up
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
@@ -23,6 +23,8 @@ from distillcli.tabular.exact import (
 )
 from distillcli.trainer import UpdateOptions
 
+# Exact comparisons to 1e-6 need float64; set it for this module only (restored below and after each test).
+_previous_dtype = torch.get_default_dtype()
 torch.set_default_dtype(torch.float64)
 
 N_STATES, N_ACTIONS, HORIZON = 3, 3, 3
@@ -34,6 +36,16 @@ TEACHER_VALUES = torch.randn(N_STATES, generator=_gen, dtype=torch.float64)
 CRITIC = torch.randn(N_STATES, generator=_gen, dtype=torch.float64)
 ENUM = enumerate_trajectories(MDP, TEACHER, TEACHER_VALUES)
 EXACT = UpdateOptions(gae_lambda=1.0, baseline="none", epochs=1, episode_ends="absorb")
+torch.set_default_dtype(_previous_dtype)
+
+
+@pytest.fixture(autouse=True)
+def _float64() -> Iterator[None]:
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(_previous_dtype)
+
+
 LAMBDA_R = 0.7
 
 
