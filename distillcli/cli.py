@@ -81,18 +81,30 @@ def run(
     config: Annotated[
         Path | None, typer.Option("--config", help="options from a config.json (explicit options win)")
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="continue an interrupted run dir to its budget (explicit options win)"),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON (and nothing else)")] = False,
 ) -> None:
     """Distill a teacher checkpoint into a new student; write student.zip, metrics and a summary."""
     given = {k: v for k, v in locals().items() if k in {f.name for f in fields(RunConfig)} and v is not None}
-    options: dict[str, Any] = RunConfig.from_file(config) if config is not None else {}
-    options.update(given)
+    from distillcli.run import load_resume_state
     from distillcli.run import run as run_distillation
 
+    state = None
+    if resume is not None:
+        if config is not None or "out" in given:
+            raise DistillError("--resume takes its options and run dir from the run itself: drop --config and --out")
+        options, state = load_resume_state(resume)
+        options["out"] = str(resume)
+    else:
+        options = RunConfig.from_file(config) if config is not None else {}
+    options.update(given)
     cfg = RunConfig(**options)
     if quiet or json_out:
-        summary = run_distillation(cfg)
+        summary = run_distillation(cfg, resume=state)
     else:
         # The bar appears with the first update, so a run that fails its checks prints only its error line.
         bar = Progress(
@@ -113,7 +125,7 @@ def run(
             bar.update(task, completed=min(metrics["env_steps"], cfg.steps), info=info)
 
         try:
-            summary = run_distillation(cfg, progress)
+            summary = run_distillation(cfg, progress, state)
         finally:
             if bar.live.is_started:
                 bar.stop()

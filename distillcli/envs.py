@@ -16,6 +16,15 @@ _EXTRAS = {"box2d": "box2d", "mujoco": "mujoco", "ale_py": "atari", "ALE": "atar
 
 def make_env(env_id: str, n_envs: int, seed: int, env_kwargs: dict[str, Any] | None = None) -> VecEnv:
     """A DummyVecEnv of ``n_envs`` Monitor-wrapped copies of ``env_id``, seeded ``seed, seed + 1, ...``."""
+    if env_id not in gym.registry and env_id.startswith("ALE/"):
+        try:  # ale-py registers the ALE/ namespace when imported
+            import ale_py
+
+            gym.register_envs(ale_py)
+        except ImportError:
+            raise DistillError(
+                f"environment {env_id} needs an optional dependency: pip install 'distillcli[atari]'"
+            ) from None
     if env_id not in gym.registry:
         close = [name for name in gym.registry if name.lower().startswith(env_id.lower().split("-")[0])][:3]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.resources
+import io
+import json
 import math
 import platform
 import re
 import shutil
 import signal
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -179,8 +182,48 @@ def _summary_of_eval(result: EvalResult, prefix: str) -> dict[str, float]:
     }
 
 
-def run(config: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Distil the teacher into a new student; write the run directory; return the summary."""
+@dataclass
+class ResumeState:
+    """Where an interrupted run stopped: its env steps, its student and optimiser, and its starting KL."""
+
+    env_steps: int
+    policy_state: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any]
+    kl_start: float
+
+
+def load_resume_state(run_dir: Path) -> tuple[dict[str, Any], ResumeState]:
+    """Read an interrupted run directory (weights only, nothing unpickled) for ``distill run --resume``."""
+    if not run_dir.is_dir():
+        raise DistillError(f"--resume: {run_dir} is not a run directory")
+    for name in ("config.json", "summary.json", "student.zip"):
+        if not (run_dir / name).is_file():
+            raise DistillError(f"--resume: {run_dir} has no {name}; only a run that saved its state can resume")
+    options = RunConfig.from_file(run_dir / "config.json")
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        status, env_steps, kl_start = summary["status"], int(summary["env_steps"]), float(summary["kl_start"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DistillError(f"--resume: {run_dir}/summary.json is not a distill summary") from None
+    if status == "finished":
+        raise DistillError(f"--resume: the run in {run_dir} already finished its budget ({env_steps} env steps)")
+    if status != "interrupted":
+        raise DistillError(f"--resume: the run in {run_dir} ended as {status!r}; only interrupted runs resume")
+    checkpoint = read_checkpoint(run_dir / "student.zip", role="student")
+    try:
+        with zipfile.ZipFile(run_dir / "student.zip") as archive:
+            raw = archive.read("policy.optimizer.pth")
+        optimizer_state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as error:  # untrusted bytes: any decoder failure means "unreadable"
+        raise DistillError(f"--resume: the optimiser state in {run_dir}/student.zip is unreadable ({error})") from None
+    return options, ResumeState(env_steps, checkpoint.policy_state, optimizer_state, kl_start)
+
+
+def run(config: RunConfig, progress: Progress | None = None, resume: ResumeState | None = None) -> dict[str, Any]:
+    """Distil the teacher into a new student; write the run directory; return the summary.
+
+    With ``resume``, continue an interrupted run in ``config.out`` from its saved student up to ``config.steps``.
+    """
     config.validate()
     method: Method = get_method(config.method)
     control: Control = config.control or method.control  # type: ignore[assignment]
@@ -199,11 +242,17 @@ def run(config: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
     if method.needs_teacher_value and not teacher.has_value:
         raise DistillError(f"method {method.name} needs a teacher value function; a {teacher.algo} teacher has none")
     net = parse_net(config.student_net, teacher.policy)
-    run_dir = claim_run_dir(config.out, setup.env_id, method.name, config.force)
+    if resume is None:
+        run_dir = claim_run_dir(config.out, setup.env_id, method.name, config.force)
+    else:
+        run_dir = Path(str(config.out))
+        if resume.env_steps >= config.steps:
+            raise DistillError(f"--resume: {resume.env_steps} env steps done already; raise --steps to continue")
     resolved = replace(config, teacher=str(setup.checkpoint.path), env=setup.env_id, control=control, out=str(run_dir))
     atomic_write_json(run_dir / "config.json", resolved.to_json())
 
-    venv = setup.make_env(config.n_envs, config.seed)
+    # A resumed run continues on fresh episodes rather than replaying the first ones.
+    venv = setup.make_env(config.n_envs, config.seed + (0 if resume is None else resume.env_steps))
     activation = getattr(teacher.policy, "activation_fn", torch.nn.Tanh)
     student = Student.build(
         venv,
@@ -219,6 +268,12 @@ def run(config: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
         seed=config.seed,
         zero_critic=method.critic_init == "zero",
     )
+    if resume is not None:
+        try:
+            student.policy.load_state_dict(resume.policy_state)
+            student.optimizer.load_state_dict(resume.optimizer_state)
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise DistillError(f"--resume: the saved student does not fit this run's options ({error})") from None
     collector = Collector(venv, teacher, setup.device)
 
     def eval_env(n: int) -> VecEnv:
@@ -228,9 +283,10 @@ def run(config: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
         return evaluate(student, eval_env, config.eval_episodes, setup.device, teacher=teacher)
 
     teacher_eval = evaluate(teacher, eval_env, config.eval_episodes, setup.device)
+    start_steps = 0 if resume is None else resume.env_steps
     start_eval = evaluate_student()
-    sink = MetricsSink(run_dir, config.tensorboard)
-    sink.write({"env_steps": 0, **_summary_of_eval(start_eval, "student")}, prefix="eval")
+    sink = MetricsSink(run_dir, config.tensorboard)  # appends: a resumed run continues the same metrics.jsonl
+    sink.write({"env_steps": start_steps, **_summary_of_eval(start_eval, "student")}, prefix="eval")
     settings = LoopSettings(
         total_steps=config.steps,
         n_steps=config.n_steps,
@@ -254,10 +310,10 @@ def run(config: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
             episode_ends=config.episode_ends,  # type: ignore[arg-type]
         ),
     )
-    next_eval = config.eval_every if config.eval_every > 0 else math.inf
+    next_eval = (start_steps // config.eval_every + 1) * config.eval_every if config.eval_every > 0 else math.inf
     last_eval = start_eval
 
-    trained_steps = 0
+    trained_steps = start_steps
 
     def on_update(metrics: dict[str, float]) -> None:
         nonlocal next_eval, last_eval, trained_steps
@@ -276,7 +332,9 @@ def run(config: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
     # SIGTERM (a scheduler stopping the job) ends the run the way Ctrl-C does: the student so far is saved.
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        steps = train(method, collector, student, student.parameters, student.optimizer, settings, on_update)
+        steps = train(
+            method, collector, student, student.parameters, student.optimizer, settings, on_update, start_steps
+        )
     except Diverged as error:
         status, steps, failure = "diverged", error.steps, str(error)
     except KeyboardInterrupt:
@@ -312,7 +370,7 @@ def run(config: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
         "student_params": student.n_params,
         "teacher_params": teacher.n_params,
         "param_ratio": student.n_params / teacher.n_params,
-        "kl_start": start_eval.kl_teacher_student,
+        "kl_start": start_eval.kl_teacher_student if resume is None else resume.kl_start,
         "kl_end": final_eval.kl_teacher_student,
         "reverse_kl_end": final_eval.kl_student_teacher,
         "agreement": final_eval.agreement,
@@ -323,7 +381,10 @@ def run(config: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
     }
     atomic_write_json(run_dir / "summary.json", summary)
     if status == "interrupted":
-        raise DistillError(f"interrupted after {steps} env steps; the student so far is in {run_dir}/student.zip")
+        raise DistillError(
+            f"interrupted after {steps} env steps; the student so far is in {run_dir}/student.zip "
+            f"(continue with: distill run --resume {run_dir})"
+        )
     if status == "diverged":
         raise DistillError(f"{failure}; the last good student ({steps} env steps) is in {run_dir}/student.zip")
     return summary

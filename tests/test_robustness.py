@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from stable_baselines3 import PPO
 
@@ -53,25 +54,41 @@ def test_teacher_with_nan_weights_is_refused(cli: CLI, tmp_path: Path, teacher_z
     assert not (tmp_path / "run").exists()
 
 
-def test_sigterm_saves_a_loadable_student_and_exits_non_zero(tmp_path: Path) -> None:
+def _terminate_after_first_update(out: Path, steps: int) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("distill")
-    out = tmp_path / "run"
-    command = [str(exe), "run", "--steps", "10000000", "--out", str(out), "--quiet", "--eval-episodes", "2"]
+    command = [str(exe), "run", "--steps", str(steps), "--out", str(out), "--quiet", "--eval-episodes", "2"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         metrics = out / "metrics.jsonl"
         if metrics.exists() and '"kind": "train"' in metrics.read_text():
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
     os.kill(process.pid, signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode != 0
-    assert "interrupted" in stderr and "Traceback" not in stderr
+    stdout, stderr = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def test_sigterm_saves_a_loadable_student_and_resume_finishes_the_budget(cli: CLI, tmp_path: Path) -> None:
+    out, budget = tmp_path / "run", 30720
+    stopped = _terminate_after_first_update(out, budget)
+    assert stopped.returncode != 0
+    assert "interrupted" in stopped.stderr and "--resume" in stopped.stderr and "Traceback" not in stopped.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and 0 < summary["env_steps"] < 10_000_000
+    assert summary["status"] == "interrupted" and 0 < summary["env_steps"] < budget
     PPO.load(out / "student.zip", device="cpu").predict(torch.zeros(4).numpy(), deterministic=True)
-    assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+    resumed = cli("run", "--resume", out, "--json")
+    assert resumed.code == 0, resumed.stderr
+    final = resumed.json()
+    assert final["status"] == "finished" and final["env_steps"] == budget
+    assert final["kl_start"] == summary["kl_start"]  # the run's own start, not the resumed student's
+    train_steps = [r["env_steps"] for r in _metrics_without_time(out) if r["kind"] == "train"]
+    assert train_steps == [512.0 * (i + 1) for i in range(budget // 512)]  # no segment lost or repeated
+    assert final["return_ratio"] >= 0.95
+    again = cli("run", "--resume", out)
+    assert again.code != 0 and "already finished" in again.stderr
 
 
 def test_force_replaces_an_earlier_run_but_keeps_other_files(cli: CLI, tmp_path: Path) -> None:
@@ -82,3 +99,32 @@ def test_force_replaces_an_earlier_run_but_keeps_other_files(cli: CLI, tmp_path:
     rows = _metrics_without_time(out)
     assert [row["env_steps"] for row in rows if row["kind"] == "train"] == [512.0, 1024.0, 1536.0, 2048.0]
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_resume_refuses_what_it_cannot_continue(cli: CLI, tmp_path: Path) -> None:
+    cases = [
+        (("run", "--resume", tmp_path / "missing"), "is not a run directory"),
+        (("run", "--resume", tmp_path), "has no config.json"),
+        (("run", "--resume", tmp_path, "--out", tmp_path / "x"), "drop --config and --out"),
+    ]
+    for args, says in cases:
+        result = cli(*args)
+        assert result.code == 2 and says in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_missing_optional_dependency_names_the_extra(cli: CLI, tmp_path: Path) -> None:
+    import importlib.util
+
+    cases = [("Ant-v5", "mujoco", "mujoco"), ("ALE/Pong-v5", "ale_py", "atari")]
+    checked = 0
+    for env_id, module, extra in cases:
+        if importlib.util.find_spec(module) is not None:
+            continue  # installed here: nothing is missing
+        result = cli("run", "--env", env_id, "--out", tmp_path / "run")
+        assert result.code == 2 and f"distillcli[{extra}]" in result.stderr, result.stderr
+        assert not (tmp_path / "run").exists()
+        checked += 1
+    if checked == 0:
+        pytest.skip("every optional family is installed on this machine")
