@@ -140,3 +140,27 @@ def test_dqn_temperature_sharpens_the_target(tmp_path: Path, teachers: dict[str,
         assert value is not None
         entropies.append(float(dist.entropy()))
     assert entropies[0] > entropies[1] > entropies[2]
+
+
+def _pickle_calling(module: str, dotted_name: str, argument: str) -> bytes:
+    """A protocol-4 pickle calling ``module.dotted_name(argument)``: STACK_GLOBAL follows dots as attributes."""
+
+    def text(value: str) -> bytes:
+        raw = value.encode()
+        return b"\x8c" + bytes([len(raw)]) + raw  # SHORT_BINUNICODE
+
+    return b"\x80\x04" + text(module) + text(dotted_name) + b"\x93" + text(argument) + b"\x85R."
+
+
+def test_allow_listed_module_cannot_reach_other_code_through_attributes(
+    cli: CLI, tmp_path: Path, teacher_zip: Path
+) -> None:
+    # torch.nn.modules.activation is allow-listed for policy_kwargs, and it imports torch, which imports os.
+    marker = tmp_path / "pwned"
+    payload = _pickle_calling("torch.nn.modules.activation", "torch.os.mkdir", str(marker))
+    evil = _with_pickled_entry(teacher_zip, tmp_path / "ppo-CartPole-v1.zip", "policy_kwargs", payload)
+    result = cli("run", "--teacher", evil, "--steps", "512", "--out", tmp_path / "run")
+    assert result.code != 0 and "--trust-checkpoint" in result.stderr
+    assert not marker.exists()
+    pickle.loads(payload)  # the payload is real: a plain unpickler runs it
+    assert marker.exists()
