@@ -19,6 +19,15 @@ def _knob(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+def _fits(value: Any, expected: type) -> bool:
+    """JSON value of an option's type; ints count as floats, but bools never count as numbers."""
+    if expected in (int, float) and isinstance(value, bool):
+        return False  # bool is a subclass of int in Python, but `true` is not a number of environments
+    if expected is float:
+        return isinstance(value, int | float)
+    return isinstance(value, expected)
+
+
 @dataclass
 class RunConfig:
     teacher: str | None = _knob(None, "teacher checkpoint (SB3 .zip); default: the bundled CartPole-v1 PPO")
@@ -89,19 +98,10 @@ class RunConfig:
             if key not in known:
                 raise DistillError(f"config file {path}: unknown option {key!r}")
             default = known[key].default
-            expected = type(default) if default is not None else str
             if value is None and default is None:
                 continue  # "not set": the default applies
-            # bool is a subclass of int in Python, but `true` is not a number of environments.
-            is_number = isinstance(value, int | float) and not isinstance(value, bool)
-            fits = (
-                isinstance(value, bool)
-                if expected is bool
-                else (is_number and (expected is float or isinstance(value, int)))
-                if expected in (int, float)
-                else isinstance(value, expected)
-            )
-            if not fits:
+            expected = type(default) if default is not None else str
+            if not _fits(value, expected):
                 raise DistillError(f"config file {path}: {key} must be {expected.__name__}, got {value!r}")
         return data
 

@@ -177,17 +177,17 @@ def segment_targets(
             next_values, baseline = terms.next.teacher_values, terms.teacher_values
         ends = rollout.episode_ends
 
-        def advantage(lam: float, baseline: Tensor = values) -> Tensor:
+        def advantage(lam: float) -> Tensor:
             return discounted_advantages(rewards, baseline, next_values, rollout.terminated, ends, options.gamma, lam)
 
         if method.returns == "td":
-            advantages = advantage(0.0, baseline)  # one-step target r_t + gamma V(s_{t+1})
+            advantages = advantage(0.0)  # one-step target r_t + gamma V(s_{t+1})
             value_targets = advantages + baseline
         elif update.baseline == "critic":
             advantages = advantage(update.gae_lambda)
-            value_targets = advantages + values
+            value_targets = advantages + baseline
         else:
-            value_targets = advantage(1.0) + values  # Monte-Carlo Rhat, bootstrapped at segment cuts
+            value_targets = advantage(1.0) + baseline  # Monte-Carlo Rhat, bootstrapped at segment cuts
             advantages = value_targets - value_targets.mean() if update.baseline == "mean" else value_targets
     return Targets(old_log_probs, rewards, advantages, value_targets, kl)
 
