@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any
@@ -244,6 +245,161 @@ def recommend_command(
     stdout.print(" -> ".join(answer.path))
     stdout.print(f"preferred: [bold]{answer.preferred}[/bold]")
     stdout.print(f"feasible:  {', '.join(answer.feasible)}")
+
+
+@app.command()
+def paper(
+    study: Annotated[
+        str,
+        typer.Argument(
+            help="control-policy | action-space | imperfect-teacher | chain | counterexample | gradient-field | all"
+        ),
+    ],
+    scale: Annotated[str, typer.Option("--scale", help="small (minutes on a CPU) or paper (1000 MDPs, 30k its)")] = (
+        "small"
+    ),
+    mdps: Annotated[int | None, typer.Option("--mdps", help="random MDPs per setting (default: the scale's)")] = None,
+    iterations: Annotated[int | None, typer.Option("--iterations", help="updates per student")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", help="independent repetitions (new MDPs each)")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda")] = "cpu",
+    threads: Annotated[int, typer.Option("--threads", help="torch CPU threads")] = 1,
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory for <study>.png/.csv/.json")] = Path("runs/paper"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print the studies' summaries as JSON")] = False,
+) -> None:
+    """Reproduce the paper's tabular studies (Figures 2-6, Theorems 1-2): a PNG, a CSV and a JSON each."""
+    from distillcli.paper import STUDIES, PaperOptions, run_study, write
+
+    names = list(STUDIES) if study == "all" else [study]
+    if any(name not in STUDIES for name in names):
+        raise DistillError(f"unknown study {study!r}; valid: {', '.join(STUDIES)}, all")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise DistillError(f"--device must be cpu or cuda, got {device!r}")
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DistillError("--device cuda: no CUDA device is available here")
+    if threads < 1:
+        raise DistillError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+    options = PaperOptions.at_scale(scale, mdps=mdps, iterations=iterations, seeds=seeds, device=device)  # type: ignore[arg-type]
+    report = []
+    for name in names:
+        with stderr.status(name) if not (quiet or json_out) else nullcontext() as status:
+
+            def progress(message: str) -> None:
+                if status is not None:
+                    status.update(message)
+
+            result = run_study(name, options, progress)
+        files = write(result, out)
+        report.append({"study": name, "seconds": round(result.seconds, 1), "files": files, "summary": result.summary})
+        if not json_out:
+            stdout.print(f"{name}: {result.seconds:.0f} s -> {files['png']}, {files['csv']}", highlight=False)
+    if json_out:
+        _print_json({"studies": report})
+
+
+@app.command()
+def sweep(
+    methods: Annotated[str, typer.Option("--methods", "-m", help="methods, comma-separated (or all)")],
+    seeds: Annotated[str, typer.Option("--seeds", help="seeds, comma-separated")] = "0,1,2",
+    student_nets: Annotated[
+        str | None, typer.Option("--student-nets", help="student sizes separated by '/', e.g. 32,32/64,64")
+    ] = None,
+    teacher: Annotated[str | None, typer.Option("--teacher", "-t", help=_h("teacher"))] = None,
+    env: Annotated[str | None, typer.Option("--env", help=_h("env"))] = None,
+    steps: Annotated[int | None, typer.Option("--steps", "-n", help=_h("steps"))] = None,
+    eval_every: Annotated[int | None, typer.Option("--eval-every", help=_h("eval_every"))] = None,
+    eval_episodes: Annotated[int | None, typer.Option("--eval-episodes", help=_h("eval_episodes"))] = None,
+    device: Annotated[str | None, typer.Option("--device", help=_h("device"))] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="other run options from a config.json (explicit options win)")
+    ] = None,
+    backend: Annotated[str, typer.Option("--backend", help="local (worker processes) or ray")] = "local",
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster address (HOST:PORT, ray://HOST:PORT, auto)")
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", help="runs at once (default: local CPUs; ray: as the cluster fits)")
+    ] = None,
+    gpus_per_run: Annotated[
+        float, typer.Option("--gpus-per-run", help="Ray: GPUs each CUDA run asks for (a fraction shares a GPU)")
+    ] = 1.0,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="sweep directory (default runs/sweep-<env>)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="run finished runs again instead of skipping them")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress view")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help='print {"runs": [...]} as JSON (and nothing else)')] = False,
+) -> None:
+    """Run every method x seed x student size as a distill run; write a comparison table and learning curves."""
+    from distillcli.sweep import SweepOptions, SweepView, parse_methods, parse_nets, parse_seeds
+    from distillcli.sweep import sweep as run_sweep
+
+    given = {
+        "teacher": teacher,
+        "env": env,
+        "steps": steps,
+        "eval_every": eval_every,
+        "eval_episodes": eval_episodes,
+        "device": device,
+    }
+    base = RunConfig.from_file(config) if config is not None else {}
+    base.update({k: v for k, v in given.items() if v is not None})
+    options = SweepOptions(
+        methods=parse_methods(methods),
+        seeds=parse_seeds(seeds),
+        nets=parse_nets(student_nets) if student_nets is not None else None,
+        base=base,
+        out=out,
+        backend=backend,
+        address=address,
+        jobs=jobs,
+        gpus_per_run=gpus_per_run,
+        force=force,
+    )
+    result = run_sweep(options, None if quiet else SweepView(stderr))
+    _show_comparison(result.records, result.document, json_out)
+    if result.failed:
+        stderr.print(
+            f"error: {len(result.failed)} of {len(result.records)} runs did not finish; see {result.out}/table.md",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise SystemExit(1)
+
+
+@app.command()
+def report(
+    dirs: Annotated[list[Path], typer.Argument(metavar="DIR", help="run directories, or directories that hold them")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="where the table goes (default: the one DIR)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help='print {"runs": [...]} as JSON (and nothing else)')] = False,
+) -> None:
+    """Rebuild the comparison table and learning curves of distill sweep from existing run directories."""
+    from distillcli.report import report as build_report
+
+    records, document = build_report(dirs, out)
+    _show_comparison(records, document, json_out)
+
+
+def _show_comparison(records: list[Any], document: dict[str, Any], json_out: bool) -> None:
+    """The table of sweep and report (records: report.RunRecord): rich on stdout, or the JSON document."""
+    from distillcli.report import COLUMNS, group, table_rows
+
+    if json_out:
+        _print_json(document)
+        return
+    table = Table(title="comparison (mean ± 95% CI over seeds)")
+    for column in COLUMNS:
+        table.add_column(column, no_wrap=column in ("method", "student net"))
+    for row in table_rows(group(records)):
+        table.add_row(*row)
+    stdout.print(table)
+    for record in records:
+        if not record.ok:
+            stdout.print(f"{record.name}: {record.status}: {record.error}", markup=False, highlight=False)
+    files = document["files"]
+    stdout.print("wrote " + ", ".join(files.values()), soft_wrap=True, highlight=False)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from distillcli.errors import DistillError
+from distillcli.tabular.gridworld import register as register_grid_world
 
 # Environment families that need an optional extra of distillcli (gymnasium extra, our extra).
 _EXTRAS = {"box2d": "box2d", "mujoco": "mujoco", "ale_py": "atari", "ALE": "atari"}
@@ -16,6 +17,7 @@ _EXTRAS = {"box2d": "box2d", "mujoco": "mujoco", "ale_py": "atari", "ALE": "atar
 
 def make_env(env_id: str, n_envs: int, seed: int, env_kwargs: dict[str, Any] | None = None) -> VecEnv:
     """A DummyVecEnv of ``n_envs`` Monitor-wrapped copies of ``env_id``, seeded ``seed, seed + 1, ...``."""
+    register_grid_world()  # the paper's grid worlds: distillcli/GridWorld-v0
     if env_id not in gym.registry and env_id.startswith("ALE/"):
         try:  # ale-py registers the ALE/ namespace when imported
             import ale_py

@@ -178,6 +178,17 @@ METHODS: tuple[Method, ...] = (
         critic_init="zero",
     ),
     Method(
+        "rl",
+        "student",
+        None,
+        obj.env_reward,
+        "E_pith[sum_t r_t]",
+        "No teacher at all: policy gradient (PPO-style actor-critic) on the environment reward. The baseline "
+        "of the paper's figures, and RL from scratch for benchmarks; the teacher is only used for metrics.",
+        _FIGS,
+        uses_env_reward=True,
+    ),
+    Method(
         "kl-regularised",
         "student",
         None,

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-COMMANDS = [[], ["run"], ["eval"], ["methods"], ["recommend"]]
+COMMANDS = [[], ["run"], ["eval"], ["methods"], ["recommend"], ["paper"], ["sweep"], ["report"]]
 
 
 def main() -> None:

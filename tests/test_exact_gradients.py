@@ -20,6 +20,7 @@ from distillcli.tabular.exact import (
     enumerate_trajectories,
     expected_update,
     per_trajectory_surrogate,
+    update_jacobian,
 )
 from distillcli.trainer import UpdateOptions
 
@@ -87,6 +88,7 @@ def _objective(name: str, theta: Tensor, offset: str) -> Tensor:
         "expected-entropy": lambda: _neg_teacher_log_prob(offset)[s, a],
         "n-distill": lambda: _cross_entropy_per_state(theta, offset)[s],
         "teacher-v-reward": lambda: -MDP.rewards[s, a],
+        "rl": lambda: -LAMBDA_R * MDP.rewards[s, a],
         "kl-regularised": lambda: _log_softmax(theta)[s, a] - _log_softmax(TEACHER)[s, a],
         "n-distill+r": lambda: _cross_entropy_per_state(theta, offset)[s] - LAMBDA_R * MDP.rewards[s, a],
         "expected-entropy+r": lambda: _neg_teacher_log_prob(offset)[s, a] - LAMBDA_R * MDP.rewards[s, a],
@@ -105,6 +107,7 @@ def test_every_true_gradient_method_has_an_objective_here() -> None:
             "n-distill",
             "expected-entropy",
             "teacher-v-reward",
+            "rl",
             "n-distill+r",
             "expected-entropy+r",
             "kl-regularised",
@@ -149,18 +152,8 @@ def test_reverse_direction_n_distill_is_still_a_gradient() -> None:
     torch.testing.assert_close(update, gradient, atol=1e-6, rtol=0)
 
 
-def _jacobian(name: str, eps: float = 1e-5) -> Tensor:
-    """d(expected update)/d(theta) by central differences (the update itself is exact)."""
-    method = get_method(name)
-    flat = STUDENT.reshape(-1)
-    columns = []
-    for i in range(flat.numel()):
-        step = torch.zeros_like(flat)
-        step[i] = eps
-        up = expected_update(method, MDP, ENUM, (flat + step).view_as(STUDENT), TEACHER, _options(), EXACT)
-        down = expected_update(method, MDP, ENUM, (flat - step).view_as(STUDENT), TEACHER, _options(), EXACT)
-        columns.append(((up - down) / (2 * eps)).reshape(-1))
-    return torch.stack(columns, dim=1)
+def _jacobian(name: str) -> Tensor:
+    return update_jacobian(get_method(name), MDP, ENUM, STUDENT, TEACHER, _options(), EXACT)
 
 
 def test_on_policy_distill_is_not_a_gradient_field() -> None:

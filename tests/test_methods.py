@@ -25,6 +25,7 @@ ALL_NAMES = [
     "+r+v-cond",
     "td+v-teacher",
     "td+v-zero",
+    "rl",
     "kl-regularised",
     "proximal",
     "bc",
@@ -42,8 +43,8 @@ COPYING = [
     "bc",
     "dagger",
 ]
-# One-step actor-critics (Prop. 3 and its no-teacher control) learn from reward like RL: slower.
-RL_LIKE = {"td+v-teacher", "td+v-zero"}
+# One-step actor-critics (Prop. 3 and its no-teacher control) and RL itself learn from reward: slower.
+RL_LIKE = {"td+v-teacher", "td+v-zero", "rl"}
 
 
 def test_methods_json_lists_every_method_with_its_table_1_entry(cli: CLI) -> None:
@@ -141,6 +142,7 @@ def test_copying_methods_reach_90_percent_of_the_teacher(cli: CLI, tmp_path: Pat
         # One-step TD from a zero critic propagates value 1/(1 - gamma) steps slowly: a shorter horizon lets the
         # no-teacher control show learning on a test budget (at gamma 0.99 it needs far longer; docs/methods.md).
         ("td+v-zero", ["--steps", "40960", "--gamma", "0.9"]),
+        ("rl", ["--steps", "16384"]),
     ],
 )
 def test_one_step_actor_critics_learn_from_reward(cli: CLI, tmp_path: Path, method: str, options: list[str]) -> None:

@@ -16,6 +16,7 @@ from stable_baselines3 import PPO
 
 from distillcli.envs import make_env
 from distillcli.evaluate import evaluate
+from distillcli.methods import METHODS
 from distillcli.students import Student
 from tests.conftest import CLI
 
@@ -179,6 +180,6 @@ def test_console_script_runs_as_installed(tmp_path: Path) -> None:
         pytest.skip("console script not installed next to this interpreter")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([exe, "methods", "--json"], capture_output=True, text=True, env=env, check=False)
-    assert done.returncode == 0 and len(json.loads(done.stdout)) == 16
+    assert done.returncode == 0 and len(json.loads(done.stdout)) == len(METHODS)
     bad = subprocess.run([exe, "run", "--method", "nope"], capture_output=True, text=True, env=env, check=False)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and bad.stderr.startswith("error:")

@@ -164,3 +164,29 @@ def expected_update(
     surrogate = per_trajectory_surrogate(method, enumeration.rollout, logits, options, update, student_values)
     (gradient,) = torch.autograd.grad((weights * surrogate).sum(), logits)
     return gradient
+
+
+def update_jacobian(
+    method: Method,
+    mdp: TabularMDP,
+    enumeration: Enumeration,
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    options: ObjectiveOptions,
+    update: UpdateOptions,
+    eps: float = 1e-5,
+) -> Tensor:
+    """d(expected update)/d(theta) by central differences of the exact update; symmetric iff a gradient field."""
+    flat = student_logits.reshape(-1)
+    columns = []
+    for i in range(flat.numel()):
+        step = torch.zeros_like(flat)
+        step[i] = eps
+        up = expected_update(
+            method, mdp, enumeration, (flat + step).view_as(student_logits), teacher_logits, options, update
+        )
+        down = expected_update(
+            method, mdp, enumeration, (flat - step).view_as(student_logits), teacher_logits, options, update
+        )
+        columns.append(((up - down) / (2 * eps)).reshape(-1))
+    return torch.stack(columns, dim=1)

@@ -1,0 +1,285 @@
+"""`distill paper`: the grid worlds, the tabular teachers, and each study's claim at a small scale.
+
+The studies run in-process with fewer MDPs and iterations than `--scale small`, so each claim below is what the
+paper's figure shows, checked on this scale's numbers (docs/paper.md has the full-scale numbers).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3 import PPO
+
+from distillcli.methods import get_method
+from distillcli.paper import Counterexample, Curves, PaperOptions, mean_ci, run_study
+from distillcli.tabular.gridworld import (
+    ENV_ID,
+    TERMINAL,
+    WALL,
+    WINDOW_ENV_ID,
+    GridBatch,
+    GridOptions,
+    random_layout,
+    register,
+)
+from distillcli.tabular.teachers import action_values, q_learning, softmax_policy
+from tests.conftest import CLI
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# --- grid worlds ----------------------------------------------------------------------------------------
+
+
+def test_layouts_keep_the_start_free_and_a_positive_terminal_reachable() -> None:
+    options = GridOptions(size=12, wall_prob=0.3, terminal_prob=0.03)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        layout = random_layout(options, rng)
+        assert layout.kind[layout.start] != WALL and layout.kind[layout.start] != TERMINAL
+        assert (layout.reward[layout.kind == TERMINAL] > 0).any()
+    kinds = np.concatenate([random_layout(GridOptions(size=20), rng).kind for _ in range(20)])
+    assert 0.05 < (kinds == WALL).mean() < 0.15  # wall_prob 0.1
+
+
+def test_gym_environment_is_registered_and_passes_the_checker() -> None:
+    register()
+    for observation in ("index", "window"):
+        env = gym.make(ENV_ID, observation=observation, size=8, layout_seed=3)
+        check_env(env.unwrapped)
+        obs, _ = env.reset(seed=0)
+        assert env.observation_space.contains(obs)
+    window = gym.make(ENV_ID, observation="window", window=3, size=8).unwrapped
+    assert window.observation_space.shape == (27,)
+
+
+def test_exact_policy_value_matches_monte_carlo_returns_of_the_gym_env() -> None:
+    """The batched tensor form and the gym environment are the same MDP: exact V_pi = sampled mean return."""
+    register()
+    env = gym.make(ENV_ID, size=6, layout_seed=1, noise=0.2, reset=0.05).unwrapped
+    batch = GridBatch.from_layouts([env.layout], env.options)
+    uniform = torch.full((batch.n_states, 4), 0.25)
+    exact = float(batch.evaluate(uniform, tol=1e-7)[batch.start])
+    rng = np.random.default_rng(0)
+    returns = []
+    for episode in range(3000):
+        env.reset(seed=episode)
+        total, done = 0.0, False
+        while not done:
+            _, reward, done, _, _ = env.step(int(rng.integers(4)))
+            total += reward
+        returns.append(total)
+    mean, low, high = mean_ci(torch.tensor(returns))
+    assert low - 0.05 <= exact <= high + 0.05, (exact, mean, low, high)
+
+
+def test_batched_step_agrees_with_the_exact_transition_model() -> None:
+    batch = GridBatch.random(3, GridOptions(size=6, noise=0.3), seed=0)
+    states = batch.start.repeat_interleave(20000)
+    actions = torch.full_like(states, 3)  # "right"
+    nxt, _, _ = batch.step(states, actions, torch.Generator().manual_seed(0))
+    for b in range(3):
+        start = int(batch.start[b])
+        moves = batch.move_probabilities(torch.eye(4)[3:4])[0]
+        expected: dict[int, float] = {}
+        for move, p in enumerate(moves[:4].tolist()):
+            target = int(batch.successor[start, move])
+            expected[target] = expected.get(target, 0.0) + p
+        observed = nxt[b * 20000 : (b + 1) * 20000]
+        for target, p in expected.items():
+            assert abs(float((observed == target).float().mean()) - p) < 0.02
+
+
+def test_occupancy_sums_to_the_expected_episode_length() -> None:
+    """Visits per episode (the KL weights of the control-policy study) against V_pi of a reward of 1 per step."""
+    batch = GridBatch.random(4, GridOptions(size=8), seed=2)
+    policy = torch.softmax(torch.randn(batch.reward.shape[0], 4, generator=torch.Generator().manual_seed(0)), -1)
+    visits = batch.occupancy(policy, tol=1e-8).view(4, -1).sum(-1)
+    length = replace(batch, reward=torch.ones_like(batch.reward)).evaluate(policy, tol=1e-8)[batch.start]
+    torch.testing.assert_close(visits, length, atol=1e-3, rtol=0)
+    warm = batch.occupancy(policy, visits=batch.occupancy(torch.full_like(policy, 0.25)), tol=1e-8)
+    torch.testing.assert_close(warm.view(4, -1).sum(-1), length, atol=1e-3, rtol=0)
+
+
+def test_q_learning_teacher_is_close_to_optimal_and_extra_actions_keep_the_optimum() -> None:
+    batch = GridBatch.random(10, GridOptions(size=10), seed=0)
+    q = q_learning(batch, 10000, seed=0)
+    optimal_q = batch.optimal_q()
+    teacher = batch.evaluate(softmax_policy(q, 0.0))[batch.start]
+    optimal = batch.evaluate(softmax_policy(optimal_q, 0.0))[batch.start]
+    uniform = batch.evaluate(torch.full_like(q, 0.25))[batch.start]
+    assert (teacher <= optimal + 1e-3).all()
+    assert float(((teacher - uniform) / (optimal - uniform)).mean()) > 0.8
+    for extra in ("repeat", "noop"):
+        wide = GridBatch.from_layouts(batch.layouts, GridOptions(size=10, n_actions=40, extra_actions=extra))  # type: ignore[arg-type]
+        greedy = softmax_policy(action_values(wide, wide.optimal_q()), 0.0)
+        torch.testing.assert_close(wide.evaluate(greedy)[wide.start], optimal, atol=1e-3, rtol=0)
+
+
+# --- the studies ------------------------------------------------------------------------------------------
+
+
+def _options(**overrides: object) -> PaperOptions:
+    return replace(PaperOptions.at_scale("small"), **overrides)  # type: ignore[arg-type]
+
+
+def _final(curves: Curves, setting: str, method: str) -> float:
+    return curves.final(setting, method)
+
+
+@pytest.mark.slow
+def test_control_policy_student_driven_is_best_on_return_and_on_its_own_kl() -> None:
+    result = run_study("control-policy", _options(mdps=10, iterations=300, temperatures=(0.0,)), _quiet)
+    curves = result.curves
+    returns = {q: _final(curves, "T=0 return", f"q={q}") for q in ("student", "teacher", "uniform")}
+    assert returns["student"] >= returns["teacher"] - 0.05 and returns["student"] > returns["uniform"]
+    own_kl = {q: _final(curves, "T=0 KL under student", f"q={q}") for q in ("student", "teacher", "uniform")}
+    assert own_kl["student"] < own_kl["teacher"] < own_kl["uniform"]
+    # Early on, teacher-driven distillation is ahead where it trains: on the teacher's own states.
+    early = sorted({i for s, m, i in curves.values if s == "T=0 KL under teacher" and i > 0})[0]
+    teacher_kl = {
+        q: float(curves.pooled("T=0 KL under teacher", f"q={q}", early).mean()) for q in ("student", "teacher")
+    }
+    assert teacher_kl["teacher"] < teacher_kl["student"]
+
+
+@pytest.mark.slow
+def test_action_space_expected_entropy_keeps_learning_where_entropy_regularised_collapses() -> None:
+    options = _options(mdps=10, iterations=400, action_sizes=(4, 400))
+    curves = run_study("action-space", options, _quiet).curves
+    small = {m: _final(curves, "|A|=4", m) for m in ("entropy-regularised", "expected-entropy", "on-policy-distill")}
+    teacher = _final(curves, "|A|=4", "teacher")
+    assert small["entropy-regularised"] > 0.8 * teacher  # fine with four actions
+    large = curves.pooled("|A|=400", "expected-entropy", 400), curves.pooled("|A|=400", "entropy-regularised", 400)
+    assert mean_ci(large[0])[1] > mean_ci(large[1])[2]  # clearly above: the 95% intervals do not overlap
+    assert _final(curves, "|A|=400", "on-policy-distill") > 0.8 * _final(curves, "|A|=400", "teacher")
+
+
+@pytest.mark.slow
+def test_imperfect_teacher_copying_settles_at_the_teacher_and_reward_goes_beyond() -> None:
+    options = _options(mdps=10, iterations=400, teacher_noise=(0.25,), estimators=("td",))
+    curves = run_study("imperfect-teacher", options, _quiet).curves
+    setting = "noise=0.25 td"
+    teacher = _final(curves, setting, "teacher")
+    for name in ("on-policy-distill", "n-distill", "kl-regularised", "entropy-regularised", "expected-entropy"):
+        assert _final(curves, setting, name) <= teacher + 0.1, name  # copying a noisy teacher: at or below it
+    for name in ("on-policy-distill+r", "n-distill+r", "+r+v-cond", "td+v-teacher"):
+        assert _final(curves, setting, name) > teacher, name  # the reward takes them past the teacher
+    # teacher-v-reward optimises the environment's return: it goes furthest towards the optimum
+    assert _final(curves, setting, "teacher-v-reward") > teacher + 1.0
+    assert _final(curves, setting, "teacher-v-reward") <= _final(curves, setting, "optimal") + 1e-3
+
+
+@pytest.mark.slow
+def test_chain_optimal_teacher_is_copied_at_once_and_an_adversary_is_copied_into_the_penalty() -> None:
+    curves = run_study("chain", _options(mdps=8, iterations=300), _quiet).curves
+    early = sorted({i for s, m, i in curves.values if s == "optimal teacher" and m == "rl" and i > 0})[0]
+    for name in ("on-policy-distill", "n-distill", "expected-entropy"):
+        copied = float(curves.pooled("optimal teacher", name, early).mean())
+        assert copied > float(curves.pooled("optimal teacher", "rl", early).mean()), name  # faster than RL
+        assert _final(curves, "optimal teacher", name) > 9.0
+    for name in ("on-policy-distill", "n-distill", "expected-entropy", "expected-entropy+r"):
+        assert _final(curves, "adversarial teacher", name) < -9.0, name  # copied into the penalty end
+    for name in ("teacher-v-reward", "rl", "+r+v-cond"):
+        assert _final(curves, "adversarial teacher", name) > 5.0, name  # found the reward end anyway
+
+
+def test_counterexample_on_policy_distill_r_cycles_while_n_distill_r_converges() -> None:
+    summary = run_study("counterexample", _options(iterations=600), _quiet).summary
+    window = summary["on-policy-distill+r"]["late_probability_range"]
+    assert min(window) > 0.05, summary  # still going round its orbit over the last fifth of the run
+    assert max(summary["n-distill+r"]["late_probability_range"]) < 0.01, summary
+    # The non-gradient part is a rotation: under the convex Hx(pi || pi_th) it is damped into a fixed point.
+    assert summary["on-policy-distill+r, Hx(pi||pi_th)"]["final_update_norm"] < 1e-6
+
+
+def test_on_policy_distill_r_update_is_rotational_in_the_counterexample() -> None:
+    example = Counterexample()
+    method = get_method("on-policy-distill+r")
+    theta = torch.zeros(2, dtype=torch.float64)
+    jacobian = torch.stack(
+        [
+            (example.update(method, theta + 1e-5 * e) - example.update(method, theta - 1e-5 * e)) / 2e-5
+            for e in torch.eye(2, dtype=torch.float64)
+        ],
+        dim=1,
+    )
+    assert float((jacobian - jacobian.T).abs().max()) > 0.1 * float(jacobian.abs().max())
+
+
+def test_gradient_field_separates_true_gradients_from_on_policy_distillation() -> None:
+    summary = run_study("gradient-field", _options(mdps=3), _quiet).summary
+    assert summary["on-policy-distill"] > 1e-2 and summary["on-policy-distill+r"] > 1e-2
+    for name in ("n-distill", "expected-entropy", "n-distill+r"):
+        assert summary[name] < 1e-6
+
+
+def test_grid_world_teacher_distils_with_distill_run(cli: CLI, tmp_path: Path) -> None:
+    """The registered grid world is an ordinary environment for `distill run` (neural students)."""
+    register()
+    env = gym.make(WINDOW_ENV_ID)
+    PPO("MlpPolicy", env, n_steps=512, seed=0, policy_kwargs={"net_arch": [32, 32]}).learn(16384).save(
+        tmp_path / "teacher.zip"
+    )
+    result = cli(
+        "run",
+        "--teacher",
+        tmp_path / "teacher.zip",
+        "--env",
+        WINDOW_ENV_ID,
+        "--steps",
+        "20000",
+        "--out",
+        tmp_path / "run",
+        "--json",
+    )
+    assert result.code == 0, result.stderr
+    summary = result.json()
+    assert summary["kl_end"] <= 0.5 * summary["kl_start"], summary
+    student = PPO.load(summary["student_path"], device="cpu")
+    action, _ = student.predict(env.observation_space.sample(), deterministic=True)
+    assert env.action_space.contains(action)
+
+
+# --- the command ------------------------------------------------------------------------------------------
+
+
+def test_paper_command_writes_figure_csv_and_settings(cli: CLI, tmp_path: Path) -> None:
+    result = cli("paper", "gradient-field", "--mdps", "2", "--out", tmp_path, "--json")
+    assert result.code == 0, result.stderr
+    report = result.json()["studies"][0]
+    for kind in ("png", "csv", "json"):
+        assert Path(report["files"][kind]).is_file()
+    assert (tmp_path / "gradient-field.png").read_bytes()[:4] == b"\x89PNG"
+    with (tmp_path / "gradient-field.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["study", "setting", "method", "iteration", "mean", "ci_low", "ci_high"]
+    assert {r["method"] for r in rows} >= {"on-policy-distill", "n-distill"}
+    settings = json.loads((tmp_path / "gradient-field.json").read_text())["settings"]
+    assert settings["mdps"] == 2 and settings["scale"] == "small"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["paper", "figure-9"], "unknown study"),
+        (["paper", "chain", "--scale", "huge"], "--scale"),
+        (["paper", "chain", "--mdps", "0"], "--mdps"),
+        (["paper", "chain", "--device", "cuda:0" if not torch.cuda.is_available() else "tpu"], "device"),
+    ],
+)
+def test_paper_mistakes_are_one_line(cli: CLI, args: list[str], message: str) -> None:
+    result = cli(*args)
+    assert result.code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
