@@ -277,8 +277,18 @@ def paper(
         raise DistillError(f"--device must be cpu or cuda, got {device!r}")
     import torch
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DistillError("--device cuda: no CUDA device is available here")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DistillError("--device cuda: no CUDA device is available here")
+        index = device.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise DistillError(f"--device {device}: this machine has CUDA devices 0..{torch.cuda.device_count() - 1}")
+    try:  # before any study runs: a paper-scale run must not be lost to an unwritable --out
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write-test").touch()
+        (out / ".write-test").unlink()
+    except OSError as error:
+        raise DistillError(f"--out {out}: cannot write there ({error.strerror or error})") from None
     if threads < 1:
         raise DistillError(f"--threads must be at least 1, got {threads}")
     torch.set_num_threads(threads)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -28,7 +29,7 @@ from distillcli.metrics import atomic_write_bytes, atomic_write_json
 from distillcli.objectives import KLDirection, ObjectiveOptions
 from distillcli.report import t975
 from distillcli.tabular.exact import Enumeration, TabularMDP, enumerate_trajectories, expected_update, update_jacobian
-from distillcli.tabular.gridworld import GridBatch, GridOptions, chain_layout
+from distillcli.tabular.gridworld import GridBatch, GridOptions, Layout, chain_layout, random_layout
 from distillcli.tabular.teachers import (
     action_values,
     adversarial_q,
@@ -167,45 +168,50 @@ Progress = Callable[[str], None]
 # --- shared pieces ----------------------------------------------------------------------------------------
 
 
-def _chunks(options: PaperOptions, n_actions: int) -> Iterator[tuple[int, int, int]]:
-    """(seed, chunk index, MDPs in chunk) so that no batch holds more than ``max_table`` logits."""
+def chunks(options: PaperOptions, n_actions: int) -> Iterator[tuple[int, int, int, int]]:
+    """(seed, chunk index, first MDP, MDPs in chunk) so that no batch holds more than ``max_table`` logits."""
     states = options.grid.size * options.grid.size
     per_chunk = max(1, min(options.mdps, options.max_table // (states * n_actions)))
     for seed in range(options.seeds):
         for index, start in enumerate(range(0, options.mdps, per_chunk)):
-            yield seed, index, min(per_chunk, options.mdps - start)
+            yield seed, index, start, min(per_chunk, options.mdps - start)
 
 
-def _grid_batch(options: PaperOptions, seed: int, chunk: int, size: int, **grid: Any) -> GridBatch:
-    return GridBatch.random(size, replace(options.grid, **grid), seed=10_000 * seed + chunk, device=options.device)
+@functools.cache
+def _layouts(grid: GridOptions, mdps: int, seed: int) -> tuple[Layout, ...]:
+    """The seed's MDPs, drawn in order from one generator: the same MDPs whatever the chunking or |A|."""
+    rng = np.random.default_rng(seed)
+    return tuple(random_layout(grid, rng) for _ in range(mdps))
+
+
+def grid_batch(options: PaperOptions, seed: int, start: int, size: int, **grid: Any) -> GridBatch:
+    layouts = list(_layouts(options.grid, options.mdps, seed)[start : start + size])
+    return GridBatch.from_layouts(layouts, replace(options.grid, **grid), options.device)
+
+
+def _learned_q(options: PaperOptions, seed: int) -> Tensor:
+    """Q-learning on all of the seed's MDPs at once (four moves), so every study and chunk shares the teachers."""
+    return _q_learning(options.grid, options.mdps, options.teacher_steps, options.device, seed)
+
+
+@functools.cache
+def _q_learning(grid: GridOptions, mdps: int, steps: int, device: str, seed: int) -> Tensor:
+    batch = GridBatch.from_layouts(list(_layouts(grid, mdps, seed)), grid, device)
+    return q_learning(batch, steps, seed=seed)
+
+
+def q_rows(options: PaperOptions, seed: int, start: int, size: int) -> Tensor:
+    states = options.grid.size * options.grid.size
+    return _learned_q(options, seed)[start * states : (start + size) * states]
 
 
 def _returns(batch: GridBatch, policy: Tensor) -> Tensor:
     return batch.evaluate(policy)[batch.start]
 
 
-class _Warm:
-    """The last exact V_pi and occupancy of one training curve: the next evaluation starts from them."""
-
-    def __init__(self, batch: GridBatch) -> None:
-        self.batch = batch
-        self.values: Tensor | None = None
-        self.visits: Tensor | None = None
-
-    def returns(self, policy: Tensor) -> Tensor:
-        self.values = self.batch.evaluate(policy, self.values)
-        return self.values[self.batch.start]
-
-    def occupancy(self, policy: Tensor) -> Tensor:
-        self.visits = self.batch.occupancy(policy, self.visits)
-        return self.visits
-
-
 def _track(curves: Curves, batch: GridBatch, setting: str, label: str) -> Callable[[int, Tensor], None]:
-    warm = _Warm(batch)
-
     def evaluate(iteration: int, policy: Tensor) -> None:
-        curves.add(setting, label, iteration, warm.returns(policy))
+        curves.add(setting, label, iteration, _returns(batch, policy))
 
     return evaluate
 
@@ -217,9 +223,8 @@ def _reference(curves: Curves, batch: GridBatch, setting: str, label: str, polic
         curves.add(setting, label, iteration, value)
 
 
-def _teacher(batch: GridBatch, options: PaperOptions, seed: int, temperature: float) -> tuple[Tensor, Tensor]:
-    """(teacher policy over all actions, optimal policy) for a batch, the teacher by Q-learning."""
-    q = q_learning(batch, options.teacher_steps, seed=seed)
+def _teacher(batch: GridBatch, q: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """(teacher policy softmax(Q / T) over all actions, optimal policy) for a batch."""
     teacher = softmax_policy(action_values(batch, q), temperature)
     optimal = softmax_policy(action_values(batch, batch.optimal_q()), 0.0)
     return teacher, optimal
@@ -232,15 +237,15 @@ def control_policy(options: PaperOptions, progress: Progress) -> StudyResult:
     """q in {student, teacher, uniform} with the distillation loss Hx(pi || pi_th), three teacher temperatures."""
     curves = Curves("control-policy")
     method = get_method("on-policy-distill")
-    for seed, chunk, size in _chunks(options, options.grid.n_actions):
-        batch = _grid_batch(options, seed, chunk, size)
-        q = q_learning(batch, options.teacher_steps, seed=seed)
+    for seed, chunk, start, size in chunks(options, options.grid.n_actions):
+        batch = grid_batch(options, seed, start, size)
+        q = q_rows(options, seed, start, size)
         uniform = torch.full((batch.reward.shape[0], options.grid.n_actions), 1.0 / options.grid.n_actions)
         uniform = uniform.to(batch.device)
         occupancy_uniform = batch.occupancy(uniform)
         for temperature in options.temperatures:
             probs = softmax_policy(action_values(batch, q), temperature)
-            teacher = TabularTeacher(batch, probs, -20.0)
+            teacher = TabularTeacher(batch, probs, options.settings(seed))
             occupancy_teacher = batch.occupancy(probs)
             setting = f"T={temperature:g}"
             _reference(curves, batch, f"{setting} return", "teacher", probs, options.iterations)
@@ -286,13 +291,11 @@ def _control_evaluator(
 ) -> Callable[[int, Tensor], None]:
     """Return, and the mean KL(pi || pi_th) per step along trajectories of the student, teacher and uniform."""
 
-    warm = _Warm(batch)
-
     def evaluate(iteration: int, policy: Tensor) -> None:
         kl = (teacher.log_probs.exp() * (teacher.log_probs - policy.clamp_min(1e-30).log())).sum(-1)
-        curves.add(f"{setting} return", label, iteration, warm.returns(policy))
+        curves.add(f"{setting} return", label, iteration, _returns(batch, policy))
         for name, occupancy in (
-            ("student", warm.occupancy(policy)),
+            ("student", batch.occupancy(policy)),
             ("teacher", occupancy_teacher),
             ("uniform", occupancy_uniform),
         ):
@@ -316,10 +319,10 @@ def action_space(options: PaperOptions, progress: Progress) -> StudyResult:
     curves = Curves("action-space")
     for n_actions in options.action_sizes:
         setting = f"|A|={n_actions}"
-        for seed, chunk, size in _chunks(options, n_actions):
-            batch = _grid_batch(options, seed, chunk, size, n_actions=n_actions)
-            probs, _ = _teacher(batch, options, seed, options.teacher_temperature)
-            teacher = TabularTeacher(batch, probs, -20.0)
+        for seed, chunk, start, size in chunks(options, n_actions):
+            batch = grid_batch(options, seed, start, size, n_actions=n_actions)
+            probs, _ = _teacher(batch, q_rows(options, seed, start, size), options.teacher_temperature)
+            teacher = TabularTeacher(batch, probs, options.settings(seed))
             _reference(curves, batch, setting, "teacher", probs, options.iterations)
             for name in ACTION_SPACE_METHODS:
                 progress(f"action-space {setting} {name} (seed {seed}, chunk {chunk})")
@@ -344,12 +347,12 @@ VALUE_BASED = ("teacher-v-reward", "td+v-teacher", "td+v-zero", "rl")
 
 def imperfect_teacher(options: PaperOptions, progress: Progress) -> StudyResult:
     curves = Curves("imperfect-teacher")
-    for seed, chunk, size in _chunks(options, options.grid.n_actions):
-        batch = _grid_batch(options, seed, chunk, size)
-        clean, optimal = _teacher(batch, options, seed, options.teacher_temperature)
+    for seed, chunk, start, size in chunks(options, options.grid.n_actions):
+        batch = grid_batch(options, seed, start, size)
+        clean, optimal = _teacher(batch, q_rows(options, seed, start, size), options.teacher_temperature)
         for noise in options.teacher_noise:
-            probs = noisy_policy(clean, noise, batch.n_mdps, seed=1000 + seed)
-            teacher = TabularTeacher(batch, probs, -20.0)
+            probs = noisy_policy(clean, noise, seed=1000 + seed)
+            teacher = TabularTeacher(batch, probs, options.settings(seed))
             for estimator in options.estimators:
                 setting = f"noise={noise:g} {estimator}"
                 _reference(curves, batch, setting, "teacher", probs, options.iterations)
@@ -389,7 +392,7 @@ def chain(options: PaperOptions, progress: Progress) -> StudyResult:
         optimal = softmax_policy(action_values(batch, batch.optimal_q()), 0.0)
         adversarial = softmax_policy(action_values(batch, adversarial_q(batch)), 0.0)
         for setting, probs in (("optimal teacher", optimal), ("adversarial teacher", adversarial)):
-            teacher = TabularTeacher(batch, probs, -20.0)
+            teacher = TabularTeacher(batch, probs, options.settings(seed))
             _reference(curves, batch, setting, "teacher", probs, options.iterations)
             for name in CHAIN_METHODS:
                 progress(f"chain {setting} {name} (seed {seed})")
@@ -594,7 +597,10 @@ RUNNERS: dict[str, Callable[[PaperOptions, Progress], StudyResult]] = {
 
 
 def _options_dict(options: PaperOptions) -> dict[str, Any]:
-    return asdict(options)
+    """Everything a study used, including the students' and teachers' fixed settings."""
+    student = {k: v for k, v in asdict(options.settings(0)).items() if k not in ("seed", "iterations")}
+    teacher = {"q_learning": {"actors": 8, "epsilon": 0.1, "lr": 0.1, "exploring_starts": True}}
+    return {**asdict(options), "student": student, "teacher": teacher}
 
 
 def _result(

@@ -19,7 +19,16 @@ from gymnasium.utils.env_checker import check_env
 from stable_baselines3 import PPO
 
 from distillcli.methods import get_method
-from distillcli.paper import Counterexample, Curves, PaperOptions, mean_ci, run_study
+from distillcli.paper import (
+    Counterexample,
+    Curves,
+    PaperOptions,
+    chunks,
+    grid_batch,
+    mean_ci,
+    q_rows,
+    run_study,
+)
 from distillcli.tabular.gridworld import (
     ENV_ID,
     TERMINAL,
@@ -27,6 +36,8 @@ from distillcli.tabular.gridworld import (
     WINDOW_ENV_ID,
     GridBatch,
     GridOptions,
+    Layout,
+    positive_terminal_reachable,
     random_layout,
     register,
 )
@@ -52,6 +63,55 @@ def test_layouts_keep_the_start_free_and_a_positive_terminal_reachable() -> None
     assert 0.05 < (kinds == WALL).mean() < 0.15  # wall_prob 0.1
 
 
+def test_layouts_without_a_reachable_positive_terminal_are_rejected() -> None:
+    """A +10 terminal walled off from the start: that layout must be drawn again."""
+    kind = np.full(25, 1)
+    reward = np.zeros(25)
+    kind[[1, 5]] = WALL  # the top-left corner cell 0 is enclosed
+    kind[0], reward[0] = TERMINAL, 10.0
+    kind[24], reward[24] = TERMINAL, -10.0
+    assert not positive_terminal_reachable(Layout(5, 5, kind, reward, 12))
+    kind[1] = 1  # open one wall: now reachable
+    assert positive_terminal_reachable(Layout(5, 5, kind, reward, 12))
+
+
+def test_chunking_does_not_change_the_mdps_or_the_teachers() -> None:
+    """The action-space study runs large |A| in chunks of MDPs; each |A| must see the same MDPs and teachers."""
+    whole = _options(mdps=6, teacher_steps=200)
+    chunked = replace(whole, max_table=2 * whole.grid.size**2 * 4)  # chunks of two MDPs
+    rows = []
+    for options in (whole, chunked):
+        parts = list(chunks(options, 4))
+        batches = [grid_batch(options, seed, start, size) for seed, _, start, size in parts]
+        rows.append(
+            (
+                torch.cat([b.reward for b in batches]),
+                torch.cat([q_rows(options, seed, start, size) for seed, _, start, size in parts]),
+            )
+        )
+    assert len(list(chunks(chunked, 4))) == 3
+    torch.testing.assert_close(rows[0][0], rows[1][0])
+    torch.testing.assert_close(rows[0][1], rows[1][1])
+
+
+def test_batched_step_returns_match_the_exact_value() -> None:
+    """Episodes sampled with GridBatch.step (what the students train on) against V_pi, with no-op extra actions."""
+    options = GridOptions(size=6, noise=0.2, reset=0.05, n_actions=6, extra_actions="noop")
+    batch = GridBatch.random(1, options, seed=4)
+    exact = float(batch.evaluate(torch.full((batch.n_states, 6), 1 / 6))[batch.start])
+    generator = torch.Generator().manual_seed(0)
+    states = batch.start.repeat(4000)
+    returns = torch.zeros(4000, dtype=torch.float64)
+    alive = torch.ones(4000, dtype=torch.bool)
+    while alive.any():
+        actions = torch.randint(0, 6, states.shape, generator=generator)
+        states, rewards, ended = batch.step(states, actions, generator)
+        returns += rewards.double() * alive
+        alive &= ~ended
+    _, low, high = mean_ci(returns)
+    assert low - 0.05 <= exact <= high + 0.05, (exact, low, high)
+
+
 def test_gym_environment_is_registered_and_passes_the_checker() -> None:
     register()
     for observation in ("index", "window"):
@@ -69,7 +129,7 @@ def test_exact_policy_value_matches_monte_carlo_returns_of_the_gym_env() -> None
     env = gym.make(ENV_ID, size=6, layout_seed=1, noise=0.2, reset=0.05).unwrapped
     batch = GridBatch.from_layouts([env.layout], env.options)
     uniform = torch.full((batch.n_states, 4), 0.25)
-    exact = float(batch.evaluate(uniform, tol=1e-7)[batch.start])
+    exact = float(batch.evaluate(uniform)[batch.start])
     rng = np.random.default_rng(0)
     returns = []
     for episode in range(3000):
@@ -104,11 +164,9 @@ def test_occupancy_sums_to_the_expected_episode_length() -> None:
     """Visits per episode (the KL weights of the control-policy study) against V_pi of a reward of 1 per step."""
     batch = GridBatch.random(4, GridOptions(size=8), seed=2)
     policy = torch.softmax(torch.randn(batch.reward.shape[0], 4, generator=torch.Generator().manual_seed(0)), -1)
-    visits = batch.occupancy(policy, tol=1e-8).view(4, -1).sum(-1)
-    length = replace(batch, reward=torch.ones_like(batch.reward)).evaluate(policy, tol=1e-8)[batch.start]
-    torch.testing.assert_close(visits, length, atol=1e-3, rtol=0)
-    warm = batch.occupancy(policy, visits=batch.occupancy(torch.full_like(policy, 0.25)), tol=1e-8)
-    torch.testing.assert_close(warm.view(4, -1).sum(-1), length, atol=1e-3, rtol=0)
+    visits = batch.occupancy(policy).view(4, -1).sum(-1)
+    length = replace(batch, reward=torch.ones_like(batch.reward)).evaluate(policy)[batch.start]
+    torch.testing.assert_close(visits, length, atol=1e-5, rtol=0)
 
 
 def test_q_learning_teacher_is_close_to_optimal_and_extra_actions_keep_the_optimum() -> None:
@@ -138,7 +196,7 @@ def _final(curves: Curves, setting: str, method: str) -> float:
 
 
 @pytest.mark.slow
-def test_control_policy_student_driven_is_best_on_return_and_on_its_own_kl() -> None:
+def test_control_policy_student_driven_matches_teacher_driven_return_and_wins_on_its_own_kl() -> None:
     result = run_study("control-policy", _options(mdps=10, iterations=300, temperatures=(0.0,)), _quiet)
     curves = result.curves
     returns = {q: _final(curves, "T=0 return", f"q={q}") for q in ("student", "teacher", "uniform")}
@@ -275,6 +333,9 @@ def test_paper_command_writes_figure_csv_and_settings(cli: CLI, tmp_path: Path) 
         (["paper", "figure-9"], "unknown study"),
         (["paper", "chain", "--scale", "huge"], "--scale"),
         (["paper", "chain", "--mdps", "0"], "--mdps"),
+        (["paper", "chain", "--iterations", "0"], "--iterations"),
+        (["paper", "chain", "--threads", "0"], "--threads"),
+        (["paper", "chain", "--out", __file__], "cannot write"),
         (["paper", "chain", "--device", "cuda:0" if not torch.cuda.is_available() else "tpu"], "device"),
     ],
 )

@@ -13,6 +13,7 @@ stay put (``noop``), so the MDP's optimal value does not change.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -78,7 +79,7 @@ def random_layout(options: GridOptions, rng: np.random.Generator, max_tries: int
                 reward[cell] = options.negative_reward
         kind[start], reward[start] = FREE, 0.0
         layout = Layout(n, n, kind, reward, start)
-        if _positive_terminal_reachable(layout):
+        if positive_terminal_reachable(layout):
             return layout
     raise ValueError(f"no layout with a reachable positive terminal in {max_tries} tries; raise terminal_prob")
 
@@ -91,7 +92,7 @@ def _neighbour(layout: Layout, cell: int, move: int) -> int:
     return r * layout.cols + c
 
 
-def _positive_terminal_reachable(layout: Layout) -> bool:
+def positive_terminal_reachable(layout: Layout) -> bool:
     seen, queue = {layout.start}, deque([layout.start])
     while queue:
         cell = queue.popleft()
@@ -200,22 +201,40 @@ class GridBatch:
 
     # --- exact quantities of a tabular policy [B * S, A] ---------------------------------------------------
 
-    def _backup(self, move_probs: Tensor, values: Tensor) -> Tensor:
-        """E[r(s') + (1 - reset) * [s' not terminal] * V(s')] under the realised moves, per state."""
-        arrival = self.reward + (1.0 - self.options.reset) * (~self.terminal).float() * values
-        targets = torch.cat([arrival[self.successor], arrival.unsqueeze(-1)], dim=-1)  # [B*S, 5]
-        return (move_probs * targets).sum(-1)
+    def _transition_chunks(self, policy: Tensor, rows: int = 64) -> Iterator[tuple[slice, Tensor]]:
+        """(MDP slice, I - gamma-free M C) pieces: M[b, s, s'] = P_pi(s' | s), C = diag(1 - reset, 0 at terminals).
 
-    def evaluate(self, policy: Tensor, values: Tensor | None = None, tol: float = 1e-4, max_iter: int = 5000) -> Tensor:
-        """V_pi for every state (expected undiscounted return with resets), by iterating the Bellman equation."""
-        move_probs = self.move_probabilities(policy)
-        values = torch.zeros_like(self.reward) if values is None else values.clone()
-        for _ in range(max_iter):
-            new = self._backup(move_probs, values)
-            if (new - values).abs().max() < tol:
-                return new
-            values = new
-        return values
+        Exact quantities are dense linear solves per MDP (S is a few hundred), done ``rows`` MDPs at a time.
+        """
+        n = self.n_states
+        move_probs = self.move_probabilities(policy.double()).view(self.n_mdps, n, 5)
+        local = self.successor - (torch.arange(self.n_mdps, device=self.device) * n).repeat_interleave(n)[:, None]
+        local = local.view(self.n_mdps, n, 4)
+        here = torch.arange(n, device=self.device).view(1, n, 1).expand(self.n_mdps, n, 1)
+        targets = torch.cat([local, here], dim=-1)  # [B, S, 5]: where each realised move lands
+        for begin in range(0, self.n_mdps, rows):
+            block = slice(begin, min(begin + rows, self.n_mdps))
+            m = torch.zeros(block.stop - block.start, n, n, dtype=torch.float64, device=self.device)
+            m.scatter_add_(-1, targets[block], move_probs[block])
+            yield block, m
+
+    def _continuing(self) -> Tensor:
+        return ((1.0 - self.options.reset) * (~self.terminal).double()).view(self.n_mdps, self.n_states)
+
+    def evaluate(self, policy: Tensor, gamma: float = 1.0) -> Tensor:
+        """V_pi for every state, exactly: V = M (r + gamma C V), solved per MDP (float64).
+
+        ``gamma = 1`` is the expected undiscounted return (the reset state ends episodes); a student that
+        discounts its pseudo-returns by ``gamma`` on top of the resets needs its teacher's V_pi with that gamma.
+        """
+        n, continuing = self.n_states, self._continuing()
+        reward = self.reward.double().view(self.n_mdps, n)
+        values = torch.empty(self.n_mdps, n, dtype=torch.float64, device=self.device)
+        eye = torch.eye(n, dtype=torch.float64, device=self.device)
+        for block, m in self._transition_chunks(policy):
+            system = eye - gamma * m * continuing[block].unsqueeze(1)
+            values[block] = torch.linalg.solve(system, (m @ reward[block].unsqueeze(-1))).squeeze(-1)
+        return values.view(-1)
 
     def optimal_q(self, tol: float = 1e-5, max_iter: int = 5000) -> Tensor:
         """Q*(s, m) for the four moves, by value iteration (the reference the teachers are measured against)."""
@@ -232,24 +251,17 @@ class GridBatch:
             values = new
         return q
 
-    def occupancy(
-        self, policy: Tensor, visits: Tensor | None = None, tol: float = 1e-5, max_iter: int = 5000
-    ) -> Tensor:
-        """Expected visits of each state per episode from the start: the fixed point of
-        d = start + [s' continues] * sum_s d(s) P(s' | s); ``visits`` warm-starts the iteration."""
-        move_probs = self.move_probabilities(policy)
-        start = torch.zeros_like(self.reward)
-        start[self.start] = 1.0
-        continuing = (1.0 - self.options.reset) * (~self.terminal).float()
-        visits = start.clone() if visits is None else visits.clone()
-        for _ in range(max_iter):
-            flow = visits * move_probs[:, 4]
-            flow.index_add_(0, self.successor.reshape(-1), (visits.unsqueeze(-1) * move_probs[:, :4]).reshape(-1))
-            new = start + continuing * flow
-            if (new - visits).abs().max() < tol:
-                return new
-            visits = new
-        return visits
+    def occupancy(self, policy: Tensor) -> Tensor:
+        """Expected visits of each state per episode from the start, exactly: d = e_start + C M^T d."""
+        n, continuing = self.n_states, self._continuing()
+        visits = torch.empty(self.n_mdps, n, dtype=torch.float64, device=self.device)
+        start = torch.zeros(self.n_mdps, n, dtype=torch.float64, device=self.device)
+        start.view(-1)[self.start] = 1.0
+        eye = torch.eye(n, dtype=torch.float64, device=self.device)
+        for block, m in self._transition_chunks(policy):
+            system = eye - continuing[block].unsqueeze(-1) * m.transpose(1, 2)
+            visits[block] = torch.linalg.solve(system, start[block].unsqueeze(-1)).squeeze(-1)
+        return visits.view(-1)
 
 
 # --- gymnasium --------------------------------------------------------------------------------------------
@@ -320,7 +332,6 @@ class GridWorldEnv(gym.Env[Any, int]):
         reward = float(self.layout.reward[self._state])
         terminated = bool(self.layout.kind[self._state] == TERMINAL) or self.np_random.random() < self.options.reset
         return self._observe(), reward, terminated, False, {}
-
 
     def render(self) -> np.ndarray:  # type: ignore[override]
         """The grid as an RGB image: walls black, rewards red/green, the agent blue (8 pixels per cell)."""

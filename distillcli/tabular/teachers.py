@@ -19,11 +19,15 @@ def q_learning(
     generator = torch.Generator(device=batch.device).manual_seed(seed)
     n_mdps, n_states = batch.n_mdps, batch.n_states
     q = torch.zeros(n_mdps * n_states, 4, device=batch.device)
-    starts = (batch.free & ~batch.terminal).view(n_mdps, n_states).float()
+    # Each MDP's free, non-terminal cells first (a stable sort), so a uniform start is one index per learner.
+    startable = (batch.free & ~batch.terminal).view(n_mdps, n_states)
+    cells = torch.argsort((~startable).to(torch.int8), dim=-1, stable=True)
+    counts = startable.sum(-1, keepdim=True)
     offsets = (torch.arange(n_mdps, device=batch.device) * n_states).unsqueeze(-1)
 
     def random_starts() -> Tensor:
-        return torch.multinomial(starts, actors, replacement=True, generator=generator) + offsets
+        pick = (torch.rand(n_mdps, actors, generator=generator, device=batch.device) * counts).long()
+        return cells.gather(1, pick) + offsets
 
     states = random_starts()
     discount = 1.0 - batch.options.reset
@@ -71,7 +75,7 @@ def softmax_policy(q: Tensor, temperature: float) -> Tensor:
     return torch.softmax(q / temperature, -1)
 
 
-def noisy_policy(policy: Tensor, share: float, n_mdps: int, seed: int) -> Tensor:
+def noisy_policy(policy: Tensor, share: float, seed: int) -> Tensor:
     """Replace the teacher's distribution by uniform on a random ``share`` of each MDP's states."""
     if share <= 0:
         return policy

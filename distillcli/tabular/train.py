@@ -52,10 +52,13 @@ class TabularSettings:
 class TabularTeacher:
     """A fixed tabular policy (probabilities per flat state) with its exact value function."""
 
-    def __init__(self, batch: GridBatch, probabilities: Tensor, log_prob_floor: float) -> None:
+    def __init__(self, batch: GridBatch, probabilities: Tensor, settings: TabularSettings) -> None:
         self.probabilities = probabilities
-        self.log_probs = Categorical.from_logits(probabilities.clamp_min(1e-30).log(), log_prob_floor).logits
-        self.values = batch.evaluate(probabilities)
+        log_probs = probabilities.clamp_min(1e-30).log()
+        self.log_probs = Categorical.from_logits(log_probs, settings.log_prob_floor).logits
+        # V_pi on the student's own discount: gamma per step on top of the resets (Prop. 2 and 3 compare
+        # the teacher's value with the student's critic and bootstrap from it).
+        self.values = batch.evaluate(probabilities, gamma=settings.gamma).to(probabilities.dtype)
 
     def __call__(self, obs: Tensor) -> tuple[ActionDist, Tensor | None]:
         return Categorical(self.log_probs[obs]), self.values[obs]
