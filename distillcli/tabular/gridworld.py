@@ -6,8 +6,9 @@ the four at random. Rewards belong to cells and are received on arrival; termina
 every step the episode also ends with probability ``reset`` (the paper's absorbing reset state), so returns are
 finite and a policy's expected return is its value with discount ``1 - reset``.
 
-Extra actions (the action-space study) act like the four moves (``repeat``: action ``a`` is move ``a % 4``) or
-stay put (``noop``), so the MDP's optimal value does not change.
+Extra actions (the action-space study) act like the four moves (``repeat``: action ``a`` is move ``a % 4``, so
+the MDP and its optimal value do not change) or stay put (``noop``: the optimal value changes only where
+staying beats every move).
 """
 
 from __future__ import annotations
