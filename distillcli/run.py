@@ -97,7 +97,7 @@ class Setup:
         return make_env(self.env_id, n_envs, seed)
 
 
-def _parse_schedule(name: str, text: str, low: float = -math.inf, high: float = math.inf) -> Schedule:
+def parse_schedule(name: str, text: str, low: float = -math.inf, high: float = math.inf) -> Schedule:
     try:
         schedule = Schedule.parse(text)
     except ValueError:
@@ -227,8 +227,8 @@ def run(config: RunConfig, progress: Progress | None = None, resume: ResumeState
     config.validate()
     method: Method = get_method(config.method)
     control: Control = config.control or method.control  # type: ignore[assignment]
-    teacher_share = _parse_schedule("mix", config.mix, 0.0, 1.0)
-    reward_weight = _parse_schedule("reward-weight", config.reward_weight)
+    teacher_share = parse_schedule("mix", config.mix, 0.0, 1.0)
+    reward_weight = parse_schedule("reward-weight", config.reward_weight)
     torch.set_num_threads(config.threads)
     setup = prepare(
         config.teacher,

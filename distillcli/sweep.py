@@ -129,7 +129,7 @@ class Plan:
 
 def plan(options: SweepOptions) -> Plan:
     """Check everything shared by the runs, once, and list the runs still to do."""
-    from distillcli.run import _parse_schedule, prepare
+    from distillcli.run import parse_schedule, prepare
     from distillcli.students import parse_net
 
     if options.backend not in BACKENDS:
@@ -142,8 +142,8 @@ def plan(options: SweepOptions) -> Plan:
         raise DistillError("--address is for --backend ray")
     base = RunConfig(**{**options.base, "method": options.methods[0], "seed": options.seeds[0]})
     base.validate()
-    _parse_schedule("mix", base.mix, 0.0, 1.0)
-    _parse_schedule("reward-weight", base.reward_weight)
+    parse_schedule("mix", base.mix, 0.0, 1.0)
+    parse_schedule("reward-weight", base.reward_weight)
     # With Ray the device is the workers' business: the machine that submits may have no GPU.
     setup = prepare(
         base.teacher,
