@@ -215,6 +215,36 @@ def eq1_surrogate(
     return total, {"loss": per_state_loss, "score": score, "value_loss": value_loss}
 
 
+def segment_surrogate(
+    method: Method,
+    rollout: Rollout,
+    targets: Targets,
+    dist: ActionDist,
+    values: Tensor,
+    options: ObjectiveOptions,
+    value_coef: float,
+) -> Tensor:
+    """Eq. 1's per-step surrogate over a whole segment at once, [T, N] (one epoch, no minibatches: the plain
+    estimator). ``dist`` and ``values`` are the student's on the segment's T * N states, with gradients."""
+    steps, n = rollout.shape
+    actions = rollout.actions.reshape(steps * n, *rollout.actions.shape[2:])
+    log_prob = dist.log_prob(actions)
+    terms = Terms(
+        student=dist,
+        teacher=rollout.teacher[:steps].map(lambda p: p.reshape(steps * n, *p.shape[2:])),
+        actions=actions,
+        env_rewards=rollout.env_rewards.reshape(-1),
+        log_ratio=log_prob - log_prob.detach(),
+        student_values=values,
+        teacher_values=None if rollout.teacher_values is None else rollout.teacher_values[:steps].reshape(-1),
+        options=options,
+    )
+    advantages = None if targets.advantages is None else targets.advantages.reshape(-1)
+    value_targets = None if targets.value_targets is None else targets.value_targets.reshape(-1)
+    total, _ = eq1_surrogate(method, terms, advantages, value_targets, value_coef)
+    return total.view(steps, n)
+
+
 def _flat_apply(fn: PolicyFn, x: Tensor) -> tuple[ActionDist, Tensor | None]:
     """Apply a policy to a [T, N, ...] batch of observations in one forward pass."""
     lead = x.shape[:2]

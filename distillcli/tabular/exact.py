@@ -16,9 +16,9 @@ from torch import Tensor
 
 from distillcli.distributions import ActionDist, Categorical
 from distillcli.methods import Method
-from distillcli.objectives import ObjectiveOptions, Terms
+from distillcli.objectives import ObjectiveOptions
 from distillcli.rollout import PolicyFn, Rollout
-from distillcli.trainer import UpdateOptions, eq1_surrogate, segment_targets
+from distillcli.trainer import UpdateOptions, segment_surrogate, segment_targets
 
 
 @dataclass(frozen=True)
@@ -118,9 +118,9 @@ def per_trajectory_surrogate(
     """The trainer's Eq. 1 surrogate summed over each trajectory's steps: [N], differentiable in the logits.
 
     The pseudo-returns come from the trainer's ``segment_targets`` (no gradient), the surrogate from its
-    ``eq1_surrogate``; ``student_values`` (a table) serves as the critic baseline if given.
+    ``segment_surrogate`` (Eq. 1 over the segment); ``student_values`` (a table) is the critic baseline if given.
     """
-    horizon, n = rollout.shape
+    horizon = rollout.shape[0]
 
     def student(obs: Tensor) -> tuple[ActionDist, Tensor | None]:
         dist, zeros = tabular_policy(student_logits.detach())(obs)
@@ -128,23 +128,9 @@ def per_trajectory_surrogate(
 
     targets = segment_targets(method, rollout, student, options, update)
     obs = rollout.obs[:horizon].reshape(-1)
+    values = torch.zeros(obs.shape, dtype=student_logits.dtype) if student_values is None else student_values[obs]
     dist = Categorical.from_logits(student_logits[obs])
-    log_prob = dist.log_prob(rollout.actions.reshape(-1))
-    values = torch.zeros_like(log_prob) if student_values is None else student_values[obs]
-    terms = Terms(
-        student=dist,
-        teacher=rollout.teacher[:horizon].map(lambda p: p.reshape(horizon * n, *p.shape[2:])),
-        actions=rollout.actions.reshape(-1),
-        env_rewards=rollout.env_rewards.reshape(-1),
-        log_ratio=log_prob - log_prob.detach(),
-        student_values=values,
-        teacher_values=None if rollout.teacher_values is None else rollout.teacher_values[:horizon].reshape(-1),
-        options=options,
-    )
-    advantages = None if targets.advantages is None else targets.advantages.reshape(-1)
-    value_targets = None if targets.value_targets is None else targets.value_targets.reshape(-1)
-    total, _ = eq1_surrogate(method, terms, advantages, value_targets, value_coef=0.0)
-    return total.view(horizon, n).sum(0)
+    return segment_surrogate(method, rollout, targets, dist, values, options, value_coef=0.0).sum(0)
 
 
 def expected_update(
@@ -178,15 +164,10 @@ def update_jacobian(
 ) -> Tensor:
     """d(expected update)/d(theta) by central differences of the exact update; symmetric iff a gradient field."""
     flat = student_logits.reshape(-1)
-    columns = []
-    for i in range(flat.numel()):
-        step = torch.zeros_like(flat)
-        step[i] = eps
-        up = expected_update(
-            method, mdp, enumeration, (flat + step).view_as(student_logits), teacher_logits, options, update
-        )
-        down = expected_update(
-            method, mdp, enumeration, (flat - step).view_as(student_logits), teacher_logits, options, update
-        )
-        columns.append(((up - down) / (2 * eps)).reshape(-1))
+
+    def at(shift: Tensor) -> Tensor:
+        theta = (flat + shift).view_as(student_logits)
+        return expected_update(method, mdp, enumeration, theta, teacher_logits, options, update).reshape(-1)
+
+    columns = [(at(eps * e) - at(-eps * e)) / (2 * eps) for e in torch.eye(flat.numel(), dtype=flat.dtype)]
     return torch.stack(columns, dim=1)

@@ -17,10 +17,10 @@ from torch import Tensor
 
 from distillcli.distributions import ActionDist, Categorical
 from distillcli.methods import Control, Method
-from distillcli.objectives import ObjectiveOptions, Terms
+from distillcli.objectives import ObjectiveOptions
 from distillcli.rollout import Rollout
 from distillcli.tabular.gridworld import GridBatch
-from distillcli.trainer import UpdateOptions, eq1_surrogate, segment_targets
+from distillcli.trainer import UpdateOptions, segment_surrogate, segment_targets
 
 Estimator = Literal["monte-carlo", "td"]
 
@@ -152,24 +152,10 @@ def update(
     """One Eq. 1 step: the trainer's pseudo-returns and surrogate, summed per trajectory segment, SGD on the table."""
     options = settings.objective()
     targets = segment_targets(method, rollout, student, options, settings.update_options())
-    steps, n = rollout.shape
-    flat = rollout.obs[:steps].reshape(-1)
-    dist, values = student(flat)
+    steps = rollout.shape[0]
+    dist, values = student(rollout.obs[:steps].reshape(-1))
     assert values is not None
-    log_prob = dist.log_prob(rollout.actions.reshape(-1))
-    terms = Terms(
-        student=dist,
-        teacher=rollout.teacher[:steps].map(lambda p: p.reshape(steps * n, *p.shape[2:])),
-        actions=rollout.actions.reshape(-1),
-        env_rewards=rollout.env_rewards.reshape(-1),
-        log_ratio=log_prob - log_prob.detach(),
-        student_values=values,
-        teacher_values=None if rollout.teacher_values is None else rollout.teacher_values[:steps].reshape(-1),
-        options=options,
-    )
-    advantages = None if targets.advantages is None else targets.advantages.reshape(-1)
-    value_targets = None if targets.value_targets is None else targets.value_targets.reshape(-1)
-    total, _ = eq1_surrogate(method, terms, advantages, value_targets, value_coef=1.0)
+    total = segment_surrogate(method, rollout, targets, dist, values, options, value_coef=1.0)
     optimizer.zero_grad(set_to_none=True)
     # Mean over the segment's steps of each MDP (MDPs have disjoint rows, so they do not interact).
     (total.sum() / (envs * steps)).backward()  # type: ignore[no-untyped-call]
