@@ -189,20 +189,17 @@ def grid_batch(options: PaperOptions, seed: int, start: int, size: int, **grid: 
     return GridBatch.from_layouts(layouts, replace(options.grid, **grid), options.device)
 
 
-def _learned_q(options: PaperOptions, seed: int) -> Tensor:
-    """Q-learning on all of the seed's MDPs at once (four moves), so every study and chunk shares the teachers."""
-    return _q_learning(options.grid, options.mdps, options.teacher_steps, options.device, seed)
-
-
 @functools.cache
 def _q_learning(grid: GridOptions, mdps: int, steps: int, device: str, seed: int) -> Tensor:
+    """Q-learning on all of the seed's MDPs at once (four moves), so every study and chunk shares the teachers."""
     batch = GridBatch.from_layouts(list(_layouts(grid, mdps, seed)), grid, device)
     return q_learning(batch, steps, seed=seed)
 
 
 def q_rows(options: PaperOptions, seed: int, start: int, size: int) -> Tensor:
     states = options.grid.size * options.grid.size
-    return _learned_q(options, seed)[start * states : (start + size) * states]
+    q = _q_learning(options.grid, options.mdps, options.teacher_steps, options.device, seed)
+    return q[start * states : (start + size) * states]
 
 
 def _returns(batch: GridBatch, policy: Tensor) -> Tensor:
@@ -277,7 +274,7 @@ def control_policy(options: PaperOptions, progress: Progress) -> StudyResult:
                 for c in ("student", "teacher", "uniform")
             },
         }
-    return _result("control-policy", curves, summary, options, log_panels=LOG_PANELS["control-policy"])
+    return _result("control-policy", curves, summary, options, log_panels=("KL",))
 
 
 def _control_evaluator(
@@ -665,22 +662,6 @@ def _curves_figure(path: Path, study: str, table: list[dict[str, Any]], log_pane
     fig.suptitle(study)
     fig.tight_layout(rect=(0, 0.08, 1, 0.96))
     _save(fig, path)
-
-
-LOG_PANELS: dict[str, tuple[str, ...]] = {"control-policy": ("KL",)}
-
-
-def redraw(csv_path: Path) -> Path:
-    """Draw ``<study>.png`` again from ``<study>.csv`` (e.g. after editing the plot); returns the PNG's path."""
-    with csv_path.open() as handle:
-        table = [
-            {**row, "iteration": int(row["iteration"]), **{k: float(row[k]) for k in ("mean", "ci_low", "ci_high")}}
-            for row in csv.DictReader(handle)
-        ]
-    study = str(table[0]["study"])
-    png = csv_path.with_suffix(".png")
-    _curves_figure(png, study, table, LOG_PANELS.get(study, ()))
-    return png
 
 
 def write(result: StudyResult, out: Path) -> dict[str, str]:

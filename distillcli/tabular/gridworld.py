@@ -188,8 +188,11 @@ class GridBatch:
         realised[..., :4] += eta / 4.0
         return realised
 
-    def step(self, states: Tensor, actions: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, ...]:
-        """One step of every environment: (next states, rewards, episode ended)."""
+    def step(
+        self, states: Tensor, actions: Tensor, generator: torch.Generator | None = None, reset: bool = True
+    ) -> tuple[Tensor, ...]:
+        """One step of every environment: (next states, rewards, episode ended); ``reset=False`` leaves the
+        reset state out (Q-learning folds it into its discount), so only terminals end an episode."""
         moves = self.moves(actions)
         noisy = torch.rand(states.shape, device=states.device, generator=generator) < self.options.noise
         random_moves = torch.randint(0, 4, states.shape, device=states.device, generator=generator)
@@ -197,13 +200,15 @@ class GridBatch:
         stay = moves == 4
         nxt = self.successor[states, moves.clamp(max=3)]
         nxt = torch.where(stay, states, nxt)
-        reset = torch.rand(states.shape, device=states.device, generator=generator) < self.options.reset
-        return nxt, self.reward[nxt], self.terminal[nxt] | reset
+        if not reset:
+            return nxt, self.reward[nxt], self.terminal[nxt]
+        sent = torch.rand(states.shape, device=states.device, generator=generator) < self.options.reset
+        return nxt, self.reward[nxt], self.terminal[nxt] | sent
 
     # --- exact quantities of a tabular policy [B * S, A] ---------------------------------------------------
 
     def _transition_chunks(self, policy: Tensor, rows: int = 64) -> Iterator[tuple[slice, Tensor]]:
-        """(MDP slice, I - gamma-free M C) pieces: M[b, s, s'] = P_pi(s' | s), C = diag(1 - reset, 0 at terminals).
+        """(MDP slice, M) pieces, M[b, s, s'] = P_pi(s' | s) under the realised moves (stay-put included).
 
         Exact quantities are dense linear solves per MDP (S is a few hundred), done ``rows`` MDPs at a time.
         """

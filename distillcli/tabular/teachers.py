@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
@@ -35,20 +37,12 @@ def q_learning(
         greedy = (q[states] + 1e-6 * torch.rand((*states.shape, 4), generator=generator, device=q.device)).argmax(-1)
         explore = torch.rand(states.shape, generator=generator, device=q.device) < epsilon
         moves = torch.where(explore, torch.randint(0, 4, states.shape, generator=generator, device=q.device), greedy)
-        nxt, rewards, _ = _step_moves(batch, states, moves, generator)
-        target = rewards + discount * (~batch.terminal[nxt]).float() * q[nxt].max(-1).values
+        nxt, rewards, ended = batch.step(states, moves, generator, reset=False)
+        target = rewards + discount * (~ended).float() * q[nxt].max(-1).values
         index = states * 4 + moves
         q.view(-1).index_add_(0, index.reshape(-1), (lr * (target - q.view(-1)[index])).reshape(-1))
-        states = torch.where(batch.terminal[nxt], random_starts(), nxt)
+        states = torch.where(ended, random_starts(), nxt)
     return q
-
-
-def _step_moves(batch: GridBatch, states: Tensor, moves: Tensor, generator: torch.Generator) -> tuple[Tensor, ...]:
-    # Q-learning's own step ignores the sampled reset (it is in the discount), so only the noise is sampled.
-    noisy = torch.rand(states.shape, generator=generator, device=states.device) < batch.options.noise
-    moves = torch.where(noisy, torch.randint(0, 4, states.shape, generator=generator, device=states.device), moves)
-    nxt = batch.successor[states, moves]
-    return nxt, batch.reward[nxt], batch.terminal[nxt]
 
 
 def action_values(batch: GridBatch, q_moves: Tensor) -> Tensor:
@@ -87,13 +81,4 @@ def noisy_policy(policy: Tensor, share: float, seed: int) -> Tensor:
 
 def adversarial_q(batch: GridBatch) -> Tensor:
     """Q* of the task with rewards negated: greedy on it is the policy that minimises return (Fig. 6's adversary)."""
-    negated = GridBatch(
-        successor=batch.successor,
-        reward=-batch.reward,
-        terminal=batch.terminal,
-        free=batch.free,
-        start=batch.start,
-        n_states=batch.n_states,
-        options=batch.options,
-    )
-    return negated.optimal_q()
+    return replace(batch, reward=-batch.reward).optimal_q()

@@ -2,7 +2,7 @@
 
 The student is a table of logits ``theta[s]`` (and a table of values for its critic), one row per state of every
 MDP in the batch, so one :class:`~distillcli.rollout.Rollout` carries all MDPs at once and the trainer's own
-``segment_targets`` and ``eq1_surrogate`` turn it into the update. Nothing here knows a method's name.
+``segment_targets`` and ``segment_surrogate`` turn it into the update. Nothing here knows a method's name.
 """
 
 from __future__ import annotations
@@ -147,9 +147,8 @@ def update(
     student: TabularStudent,
     optimizer: torch.optim.Optimizer,
     settings: TabularSettings,
-    envs: int,
 ) -> None:
-    """One Eq. 1 step: the trainer's pseudo-returns and surrogate, summed per trajectory segment, SGD on the table."""
+    """One Eq. 1 step on the tables: the trainer's pseudo-returns and surrogate over the segment."""
     options = settings.objective()
     targets = segment_targets(method, rollout, student, options, settings.update_options())
     steps = rollout.shape[0]
@@ -158,7 +157,7 @@ def update(
     total = segment_surrogate(method, rollout, targets, dist, values, options, value_coef=1.0)
     optimizer.zero_grad(set_to_none=True)
     # Mean over the segment's steps of each MDP (MDPs have disjoint rows, so they do not interact).
-    (total.sum() / (envs * steps)).backward()  # type: ignore[no-untyped-call]
+    (total.sum() / (settings.envs * steps)).backward()  # type: ignore[no-untyped-call]
     optimizer.step()
 
 
@@ -189,5 +188,5 @@ def train_tabular(
         if iteration == settings.iterations:
             break
         rollout = collector.collect(settings.segment, method.control, student)
-        update(method, rollout, student, optimizer, settings, settings.envs)
+        update(method, rollout, student, optimizer, settings)
     return student
