@@ -41,6 +41,22 @@ POLICY_CLASSES = {
     ("stable_baselines3.dqn.policies", "DQNPolicy"),
     ("stable_baselines3.dqn.policies", "CnnPolicy"),
     ("stable_baselines3.dqn.policies", "MultiInputPolicy"),
+    ("stable_baselines3.sac.policies", "SACPolicy"),
+    ("stable_baselines3.sac.policies", "CnnPolicy"),
+    ("stable_baselines3.sac.policies", "MultiInputPolicy"),
+    ("stable_baselines3.td3.policies", "TD3Policy"),
+    ("stable_baselines3.td3.policies", "CnnPolicy"),
+    ("stable_baselines3.td3.policies", "MultiInputPolicy"),
+    # sb3-contrib (the `contrib` extra); TRPO's policies are SB3's ActorCriticPolicy classes.
+    ("sb3_contrib.qrdqn.policies", "QRDQNPolicy"),
+    ("sb3_contrib.qrdqn.policies", "CnnPolicy"),
+    ("sb3_contrib.qrdqn.policies", "MultiInputPolicy"),
+    ("sb3_contrib.common.recurrent.policies", "RecurrentActorCriticPolicy"),
+    ("sb3_contrib.common.recurrent.policies", "RecurrentActorCriticCnnPolicy"),
+    ("sb3_contrib.common.recurrent.policies", "RecurrentMultiInputActorCriticPolicy"),
+    ("sb3_contrib.common.maskable.policies", "MaskableActorCriticPolicy"),
+    ("sb3_contrib.common.maskable.policies", "MaskableActorCriticCnnPolicy"),
+    ("sb3_contrib.common.maskable.policies", "MaskableMultiInputActorCriticPolicy"),
 }
 _SAFE_MODULE_PREFIXES = ("torch.nn.modules.activation", "torch.optim.", "stable_baselines3.common.torch_layers")
 _SAFE_BUILTINS = {("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("collections", "OrderedDict")}
@@ -101,9 +117,22 @@ class Checkpoint:
 
     @property
     def algo(self) -> str:
+        """The SB3 algorithm that wrote the zip, from the readable keys each one stores."""
         module = str(self.data.get("policy_class", {}).get("__module__", ""))
         if module.startswith("stable_baselines3.dqn"):
             return "DQN"
+        if module.startswith("sb3_contrib.qrdqn"):
+            return "QRDQN"
+        if module.startswith("stable_baselines3.sac"):
+            return "SAC"
+        if module.startswith("stable_baselines3.td3"):
+            return "DDPG" if self.data.get("policy_delay") == 1 and self.data.get("target_noise_clip") == 0 else "TD3"
+        if module.startswith("sb3_contrib.common.recurrent"):
+            return "RecurrentPPO"
+        if module.startswith("sb3_contrib.common.maskable"):
+            return "MaskablePPO"
+        if "cg_max_steps" in self.data:
+            return "TRPO"
         if "clip_range" in self.data:
             return "PPO"
         if "n_steps" in self.data:
