@@ -14,11 +14,11 @@ quickstart: install run  ## install, then distill the bundled CartPole teacher w
 $(VENV)/bin/activate:
 	python3 -m venv $(VENV)
 
-install: $(VENV)/bin/activate  ## install distillcli with its dev, box2d and ray extras into .venv
+install: $(VENV)/bin/activate  ## install distillcli with its dev, box2d, ray, contrib and atari extras into .venv
 	$(PIP) install -q --upgrade pip
 	@if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(PY) -c "import torch" >/dev/null 2>&1; then \
 		echo "no GPU found: installing $(TORCH_CPU) (CPU build)"; $(PIP) install -q $(TORCH_CPU); fi
-	$(PIP) install -q -e ".[dev,box2d,ray]"
+	$(PIP) install -q -e ".[dev,box2d,ray,contrib,atari]"
 
 run:  ## distill the bundled teacher (expected-entropy, default budget) and print the summary
 	$(VENV)/bin/distill run --out $(RUN_DIR) --force --quiet

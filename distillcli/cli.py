@@ -47,6 +47,8 @@ def _h(name: str) -> str:
 @app.command()
 def run(
     teacher: Annotated[str | None, typer.Option("--teacher", "-t", help=_h("teacher"))] = None,
+    load_best: Annotated[bool | None, typer.Option("--load-best", help=_h("load_best"))] = None,
+    load_checkpoint: Annotated[int | None, typer.Option("--load-checkpoint", help=_h("load_checkpoint"))] = None,
     method: Annotated[str | None, typer.Option("--method", "-m", help=_h("method"))] = None,
     env: Annotated[str | None, typer.Option("--env", help=_h("env"))] = None,
     student_net: Annotated[str | None, typer.Option("--student-net", help=_h("student_net"))] = None,
@@ -68,6 +70,7 @@ def run(
     mix: Annotated[str | None, typer.Option("--mix", help=_h("mix"))] = None,
     kl_direction: Annotated[str | None, typer.Option("--kl-direction", help=_h("kl_direction"))] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", help=_h("temperature"))] = None,
+    teacher_noise: Annotated[float | None, typer.Option("--teacher-noise", help=_h("teacher_noise"))] = None,
     reward_weight: Annotated[str | None, typer.Option("--reward-weight", help=_h("reward_weight"))] = None,
     proximal_lambda: Annotated[float | None, typer.Option("--proximal-lambda", help=_h("proximal_lambda"))] = None,
     loss_offset: Annotated[str | None, typer.Option("--loss-offset", help=_h("loss_offset"))] = None,
@@ -157,8 +160,14 @@ def run(
 
 @app.command("eval")
 def eval_command(
-    model: Annotated[str, typer.Argument(help="student (or any SB3 actor-critic / DQN) .zip")],
-    teacher: Annotated[str | None, typer.Option("--teacher", "-t", help="compare with this teacher")] = None,
+    model: Annotated[str, typer.Argument(help="student (or any SB3 actor-critic / DQN) .zip, or an rl-zoo run folder")],
+    teacher: Annotated[
+        str | None, typer.Option("--teacher", "-t", help="compare with this teacher (.zip or rl-zoo run folder)")
+    ] = None,
+    load_best: Annotated[bool, typer.Option("--load-best", help=_h("load_best"))] = False,
+    load_checkpoint: Annotated[
+        int, typer.Option("--load-checkpoint", help=_h("load_checkpoint"), show_default=False)
+    ] = 0,
     env: Annotated[str | None, typer.Option("--env", help="env id (default: from the run dir or teacher)")] = None,
     episodes: Annotated[int, typer.Option("--episodes", "-n", help="evaluation episodes")] = 10,
     stochastic: Annotated[bool, typer.Option("--stochastic", help="sample actions instead of the mode")] = False,
@@ -170,7 +179,18 @@ def eval_command(
     """Evaluate a student: its return and, with --teacher, agreement, KL, size and latency against it."""
     from distillcli.run import evaluate_model
 
-    report = evaluate_model(model, teacher, env, episodes, stochastic, device, seed, trust_checkpoint)
+    report = evaluate_model(
+        model,
+        teacher,
+        env,
+        episodes,
+        stochastic,
+        device,
+        seed,
+        trust_checkpoint,
+        load_best=load_best,
+        load_checkpoint=load_checkpoint,
+    )
     if json_out:
         _print_json(report)
         return
@@ -206,6 +226,14 @@ def methods(
             ", ".join(needs),
         )
     stdout.print(table)
+    from distillcli.teachers import FAMILIES
+
+    families = Table(title="Teachers: pi and V_pi per SB3 algorithm (docs/teachers/)")
+    for column in ("algorithm", "pi(.|s)", "V_pi(s)", "losses", "student.zip opens with"):
+        families.add_column(column)
+    for family in FAMILIES:
+        families.add_row(family.algos, family.policy, family.value, family.estimated, family.student)
+    stdout.print(families)
 
 
 @app.command("recommend")

@@ -30,10 +30,20 @@ def _fits(value: Any, expected: type) -> bool:
 
 @dataclass
 class RunConfig:
-    teacher: str | None = _knob(None, "teacher checkpoint (SB3 .zip); default: the bundled CartPole-v1 PPO")
+    teacher: str | None = _knob(
+        None, "teacher: an SB3 .zip or an rl-zoo run folder (logs/ppo/Env_1); default: the bundled CartPole-v1 PPO"
+    )
+    load_best: bool = _knob(False, "rl-zoo: load best_model.zip from the teacher's folder instead of the final model")
+    load_checkpoint: int = _knob(
+        0, "rl-zoo: load rl_model_N_steps.zip from the teacher's folder; 0 loads the final model"
+    )
     method: str = _knob("expected-entropy", "distillation method (see `distill methods`)")
     env: str | None = _knob(None, "gymnasium env id; default: inferred from the checkpoint")
-    student_net: str = _knob("auto", "student hidden layers, e.g. 32,32; auto = half the teacher's widths")
+    student_net: str = _knob(
+        "auto",
+        "student hidden layers, e.g. 32,32; for images cnn, cnn:256 or cnn:256/64 (NatureCNN features, then layers); "
+        "auto = half the teacher's widths (and features)",
+    )
     steps: int = _knob(50_000, "env-step budget")
     n_envs: int = _knob(8, "parallel environments")
     n_steps: int = _knob(64, "steps per environment per update (segment length)")
@@ -52,6 +62,9 @@ class RunConfig:
     mix: str = _knob("1.0:0.0", "teacher's share under control mix: a number or START:END (linear)")
     kl_direction: str = _knob("teacher-student", "teacher-student: Hx(pi||pi_th); student-teacher: Hx(pi_th||pi)")
     temperature: float = _knob(1.0, "teacher temperature: pi_T = softmax(logits / T)")
+    teacher_noise: float = _knob(
+        0.1, "TD3/DDPG teachers act as N(mu(s), sigma^2): sigma as a fraction of the action half-range"
+    )
     reward_weight: str = _knob("1.0", "lambda_r for env reward (+r methods): a number or START:END")
     proximal_lambda: float = _knob(1.0, "distillation weight of the proximal method")
     loss_offset: str = _knob(
@@ -125,7 +138,11 @@ class RunConfig:
             raise DistillError(f"--proximal-lambda must be a non-negative number, got {self.proximal_lambda}")
         if self.eval_every < 0:
             raise DistillError(f"--eval-every must be >= 0, got {self.eval_every}")
-        for name, number in {"lr": self.lr, "temperature": self.temperature}.items():
+        for name, number in {
+            "lr": self.lr,
+            "temperature": self.temperature,
+            "teacher_noise": self.teacher_noise,
+        }.items():
             if not (math.isfinite(number) and number > 0):
                 raise DistillError(f"--{name} must be a positive number, got {number}")
         for name, number in {"gamma": self.gamma, "gae_lambda": self.gae_lambda}.items():

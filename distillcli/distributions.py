@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any, Self
 
+import gymnasium as gym
+import numpy as np
 import torch
 import torch.nn.functional as F
 from stable_baselines3.common import distributions as sb3_dist
@@ -96,14 +98,19 @@ class Categorical(ActionDist):
         return -(self.probs * other.logits).sum(-1)
 
     def sample(self) -> Tensor:
-        flat = self.probs.reshape(-1, self.logits.shape[-1])
-        return torch.multinomial(flat, 1).reshape(self.logits.shape[:-1])
+        return gumbel_max(self.logits)
 
     def mode(self) -> Tensor:
         return self.logits.argmax(-1)
 
     def max_log_prob(self) -> Tensor:
         return self.logits.max(-1).values
+
+
+def gumbel_max(logits: Tensor) -> Tensor:
+    """One sample per row of softmax(logits): argmax(logits + Gumbel noise), a third of multinomial's time."""
+    # E ~ Exp(1) is exactly 0 with probability ~1e-8 per draw; -log(0) = inf would pick an impossible action.
+    return (logits - torch.empty_like(logits).exponential_().clamp_(min=1e-30).log_()).argmax(-1)
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,9 @@ class DiagGaussian(ActionDist):
     def entropy(self) -> Tensor:
         return (0.5 + 0.5 * _LOG_2PI + self.log_std).expand_as(self.mean).sum(-1)
 
-    def cross_entropy(self, other: DiagGaussian) -> Tensor:  # type: ignore[override]
+    def cross_entropy(self, other: ActionDist) -> Tensor:
+        if not isinstance(other, DiagGaussian):
+            return _sampled_cross_entropy(self, other)  # e.g. Hx(pi_th || pi) against a squashed (SAC) teacher
         var_ratio = torch.exp(2 * (self.log_std - other.log_std))
         mean_term = (self.mean - other.mean).pow(2) * torch.exp(-2 * other.log_std)
         return (other.log_std + 0.5 * _LOG_2PI + 0.5 * (var_ratio + mean_term)).sum(-1)
@@ -132,20 +141,164 @@ class DiagGaussian(ActionDist):
         return self.mean
 
 
-def from_sb3(distribution: sb3_dist.Distribution, log_prob_floor: float | None = None) -> ActionDist:
-    """Convert an SB3 distribution object (after ``proba_distribution``) to ours."""
+# Where no closed form exists (a squashed Gaussian), expectations are Monte-Carlo over this many samples per
+# state: reparameterised, so gradients flow into the student's parameters.
+MC_SAMPLES = 16
+_PAD = -1e9  # log-probability of the padding entries of a MultiCategorical: exactly zero probability
+
+
+@dataclass(frozen=True)
+class MultiCategorical(ActionDist):
+    """MultiDiscrete actions: independent categoricals per dimension, padded to one width.
+
+    ``logits`` are normalised log-probabilities ``(*batch, n_dims, max_n)``; entries past a dimension's size
+    hold ``_PAD`` so they carry no probability and add nothing to entropies.
+    """
+
+    logits: Tensor
+
+    @classmethod
+    def from_flat(cls, flat: Tensor, sizes: list[int], log_prob_floor: float | None = None) -> MultiCategorical:
+        """From SB3's flat action-head output (the dimensions' logits concatenated)."""
+        width = max(sizes)
+        parts = []
+        for chunk in torch.split(flat, sizes, dim=-1):
+            log_probs = Categorical.from_logits(chunk, log_prob_floor).logits
+            parts.append(F.pad(log_probs, (0, width - chunk.shape[-1]), value=_PAD))
+        return cls(torch.stack(parts, dim=-2))
+
+    @property
+    def probs(self) -> Tensor:
+        return self.logits.exp()
+
+    def log_prob(self, actions: Tensor) -> Tensor:
+        return self.logits.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1).sum(-1)
+
+    def entropy(self) -> Tensor:
+        return -(self.probs * self.logits).sum((-2, -1))
+
+    def cross_entropy(self, other: MultiCategorical) -> Tensor:  # type: ignore[override]
+        return -(self.probs * other.logits).sum((-2, -1))
+
+    def sample(self) -> Tensor:
+        return gumbel_max(self.logits)  # padding has log-probability -1e9: never drawn
+
+    def mode(self) -> Tensor:
+        return self.logits.argmax(-1)
+
+    def max_log_prob(self) -> Tensor:
+        return self.logits.max(-1).values.sum(-1)
+
+
+@dataclass(frozen=True)
+class Bernoulli(ActionDist):
+    """MultiBinary actions: independent Bernoullis, ``logits`` of P(a_i = 1), shape ``(*batch, n)``."""
+
+    logits: Tensor
+
+    @classmethod
+    def from_logits(cls, logits: Tensor, log_prob_floor: float | None = None) -> Bernoulli:
+        # log sigmoid(l) >= floor for |l| <= -floor: a deterministic bit keeps finite cross-entropies.
+        return cls(logits if log_prob_floor is None else logits.clamp(log_prob_floor, -log_prob_floor))
+
+    def _log_p(self) -> tuple[Tensor, Tensor]:
+        return F.logsigmoid(self.logits), F.logsigmoid(-self.logits)
+
+    def log_prob(self, actions: Tensor) -> Tensor:
+        on, off = self._log_p()
+        return (actions * on + (1 - actions) * off).sum(-1)
+
+    def entropy(self) -> Tensor:
+        return self.cross_entropy(self)
+
+    def cross_entropy(self, other: Bernoulli) -> Tensor:  # type: ignore[override]
+        p = torch.sigmoid(self.logits)
+        on, off = other._log_p()
+        return -(p * on + (1 - p) * off).sum(-1)
+
+    def sample(self) -> Tensor:
+        return torch.bernoulli(torch.sigmoid(self.logits))
+
+    def mode(self) -> Tensor:
+        return (self.logits > 0).to(self.logits.dtype)
+
+    def max_log_prob(self) -> Tensor:
+        return F.logsigmoid(self.logits.abs()).sum(-1)
+
+
+@dataclass(frozen=True)
+class SquashedGaussian(ActionDist):
+    """SAC's policy: ``a = center + half * tanh(u)``, ``u ~ N(mean, exp(log_std)^2)``, in the env's units.
+
+    The Box bounds are held per state (``center``, ``half``, broadcast views) so that the batch can be indexed
+    like any other. Entropy and cross-entropies have no closed form: they are Monte-Carlo estimates.
+    """
+
+    mean: Tensor
+    log_std: Tensor
+    center: Tensor
+    half: Tensor
+
+    _EPS = 1e-6
+
+    def log_prob(self, actions: Tensor) -> Tensor:
+        # Actions outside the box (a Gaussian student's samples before clipping) count as at its edge.
+        y = ((actions - self.center) / self.half).clamp(-1 + self._EPS, 1 - self._EPS)
+        u = torch.atanh(y)
+        z = (u - self.mean) * torch.exp(-self.log_std)
+        normal = -0.5 * z.pow(2) - self.log_std - 0.5 * _LOG_2PI
+        return (normal - torch.log1p(-y.pow(2)) - torch.log(self.half)).sum(-1)
+
+    def rsample(self, n: int) -> Tensor:
+        noise = torch.randn((n, *self.mean.shape), dtype=self.mean.dtype, device=self.mean.device)
+        return self.center + self.half * torch.tanh(self.mean + torch.exp(self.log_std) * noise)
+
+    def sample(self) -> Tensor:
+        return self.rsample(1)[0]
+
+    def mode(self) -> Tensor:
+        return self.center + self.half * torch.tanh(self.mean)
+
+    def entropy(self) -> Tensor:
+        return -self.log_prob(self.rsample(MC_SAMPLES)).mean(0)
+
+    def cross_entropy(self, other: ActionDist) -> Tensor:
+        return -other.log_prob(self.rsample(MC_SAMPLES)).mean(0)
+
+
+def _sampled_cross_entropy(p: DiagGaussian, q: ActionDist) -> Tensor:
+    noise = torch.randn((MC_SAMPLES, *p.mean.shape), dtype=p.mean.dtype, device=p.mean.device)
+    return -q.log_prob(p.mean + torch.exp(p.log_std) * noise).mean(0)
+
+
+def from_sb3(
+    distribution: sb3_dist.Distribution,
+    log_prob_floor: float | None = None,
+    bounds: tuple[Tensor, Tensor] | None = None,
+) -> ActionDist:
+    """Convert an SB3 distribution object (after ``proba_distribution``) to ours.
+
+    ``bounds`` (center, half-range of the Box) turn a squashed distribution's [-1, 1] into the env's units.
+    """
     if isinstance(distribution, sb3_dist.CategoricalDistribution):
         return Categorical.from_logits(distribution.distribution.logits, log_prob_floor)
-    if isinstance(distribution, sb3_dist.DiagGaussianDistribution) and not isinstance(
-        distribution, sb3_dist.SquashedDiagGaussianDistribution
-    ):
-        normal = distribution.distribution
-        mean = normal.mean
-        return DiagGaussian(mean, torch.log(normal.stddev).expand_as(mean))
-    raise DistillError(
-        f"action distribution {type(distribution).__name__} is not supported yet "
-        "(supported: Discrete and Box actions of actor-critic policies)"
+    if isinstance(distribution, sb3_dist.MultiCategoricalDistribution):
+        flat = torch.cat([d.logits for d in distribution.distribution], dim=-1)
+        return MultiCategorical.from_flat(flat, list(distribution.action_dims), log_prob_floor)
+    if isinstance(distribution, sb3_dist.BernoulliDistribution):
+        return Bernoulli.from_logits(distribution.distribution.logits, log_prob_floor)
+    squashed = isinstance(distribution, sb3_dist.SquashedDiagGaussianDistribution) or (
+        isinstance(distribution, sb3_dist.StateDependentNoiseDistribution) and distribution.bijector is not None
     )
+    if isinstance(distribution, sb3_dist.DiagGaussianDistribution | sb3_dist.StateDependentNoiseDistribution):
+        # gSDE's noise is state-dependent but, per state, still a diagonal Gaussian.
+        normal = distribution.distribution
+        mean, log_std = normal.mean, torch.log(normal.stddev).expand_as(normal.mean)
+        if not squashed:
+            return DiagGaussian(mean, log_std)
+        center, half = bounds if bounds is not None else (torch.zeros(()), torch.ones(()))
+        return SquashedGaussian(mean, log_std, center.expand_as(mean), half.expand_as(mean))
+    raise DistillError(f"action distribution {type(distribution).__name__} is not supported")
 
 
 def stack(dists: list[ActionDist]) -> ActionDist:
@@ -174,5 +327,17 @@ def actor_critic_outputs(
     if type(action_dist) is sb3_dist.DiagGaussianDistribution:
         mean = policy.action_net(latent_pi)
         return DiagGaussian(mean, policy.log_std.expand_as(mean)), values
+    if isinstance(action_dist, sb3_dist.MultiCategoricalDistribution):
+        flat = policy.action_net(latent_pi)
+        return MultiCategorical.from_flat(flat, list(action_dist.action_dims), log_prob_floor), values
     distribution = policy._get_action_dist_from_latent(latent_pi)
-    return from_sb3(distribution, log_prob_floor), values
+    return from_sb3(distribution, log_prob_floor, box_bounds(policy.action_space, obs.device)), values
+
+
+def box_bounds(space: object, device: torch.device) -> tuple[Tensor, Tensor] | None:
+    """(center, half-range) of a bounded Box action space: how SB3 unscales a squashed action."""
+    if not isinstance(space, gym.spaces.Box) or not (np.isfinite(space.low).all() and np.isfinite(space.high).all()):
+        return None
+    low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
+    high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
+    return (high + low) / 2, (high - low) / 2

@@ -13,7 +13,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.vec_env import VecEnv
 from torch import Tensor
 
-from distillcli.rollout import PolicyFn, to_env_actions
+from distillcli.rollout import PolicyFn, masked, open_session, read_masks, to_env_actions, uses_masks
 
 
 @dataclass
@@ -47,6 +47,8 @@ def evaluate(
 
     Each environment runs a fixed share of the episodes (as SB3's ``evaluate_policy``), so short episodes are
     not over-counted. Returns come from the Monitor wrapper, i.e. the unnormalised environment reward.
+    A recurrent policy or teacher carries its state per environment; a masked one acts on the valid actions,
+    and agreement and KL then compare the masked distributions.
     """
     n_envs = max(1, min(episodes, max_envs))
     venv = make_env(n_envs)
@@ -57,14 +59,24 @@ def evaluate(
     kl_st: list[Tensor] = []
     agree: list[Tensor] = []
     obs = venv.reset()
+    use_masks = uses_masks(policy) or uses_masks(teacher)
+    policy_session = open_session(policy, n_envs)
+    teacher_session = None if teacher is None else open_session(teacher, n_envs)
+    starts = torch.ones(n_envs, device=device)  # 1.0 where an episode starts: a recurrent state is zeroed
     try:
         while (counts < targets).any():
             obs_tensor = torch.as_tensor(obs, device=device)
-            dist, _ = policy(obs_tensor)
+            masks = read_masks(venv, device) if use_masks else None
+            dist, _ = policy(obs_tensor) if policy_session is None else policy_session.step(obs_tensor, starts)
+            dist = masked(dist, masks)
             action = dist.mode() if deterministic else dist.sample()
             active = torch.as_tensor(counts < targets)
             if teacher is not None:
-                teacher_dist, _ = teacher(obs_tensor)
+                if teacher_session is None:
+                    teacher_dist, _ = teacher(obs_tensor)
+                else:
+                    teacher_dist, _ = teacher_session.step(obs_tensor, starts)
+                teacher_dist = masked(teacher_dist, masks)
                 dist_cpu = dist.map(lambda p: p.cpu())
                 teacher_cpu = teacher_dist.map(lambda p: p.cpu())
                 kl_ts.append(teacher_cpu.kl(dist_cpu)[active])
@@ -72,6 +84,7 @@ def evaluate(
                 same = (teacher_cpu.mode() == dist_cpu.mode()).reshape(n_envs, -1).all(-1)
                 agree.append(same[active].float())
             obs, _, dones, infos = venv.step(to_env_actions(action, venv.action_space))
+            starts = torch.as_tensor(dones, dtype=torch.float32, device=device)
             for i in np.flatnonzero(dones):
                 if counts[i] < targets[i] and "episode" in infos[i]:
                     returns.append(float(infos[i]["episode"]["r"]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -17,12 +18,63 @@ import torch
 from stable_baselines3.common.vec_env import VecEnv
 from torch import Tensor
 
-from distillcli.distributions import ActionDist, stack
+from distillcli.distributions import ActionDist, Categorical, MultiCategorical, stack
 from distillcli.errors import DistillError
 from distillcli.methods import Control
 
 # obs -> (action distribution, value or None); the teacher and the student both look like this.
 PolicyFn = Callable[[Tensor], tuple[ActionDist, Tensor | None]]
+
+# sb3-contrib's policies add two optional hooks to a PolicyFn (see distillcli/contrib.py): a recurrent one
+# opens a Session per batch of environments; a masked one sets ``uses_action_masks``.
+MASKED_LOGIT = -1e8  # as sb3-contrib: exp gives exactly 0, and 0 * -1e8 = 0 keeps every cross-entropy finite
+
+
+class Session(Protocol):
+    """A stateful policy's state in ``n_envs`` environments stepped together."""
+
+    def step(self, obs: Tensor, episode_starts: Tensor) -> tuple[ActionDist, Tensor | None]: ...
+    def peek(self, obs: Tensor, episode_starts: Tensor) -> tuple[ActionDist, Tensor | None]: ...
+    def mark(self, index: np.ndarray) -> None: ...
+    def peek_marked(self, final_obs: Tensor) -> tuple[ActionDist, Tensor | None]: ...
+
+
+def open_session(policy: PolicyFn, n_envs: int) -> Session | None:
+    session = getattr(policy, "session", None)
+    return None if session is None else session(n_envs)  # type: ignore[no-any-return]
+
+
+def uses_masks(policy: PolicyFn | None) -> bool:
+    return bool(getattr(policy, "uses_action_masks", False))
+
+
+def read_masks(venv: VecEnv, device: torch.device) -> Tensor:
+    """The valid actions of every environment now, shaped like the distribution's logits."""
+    try:
+        raw = venv.env_method("action_masks")
+    except AttributeError:
+        raise DistillError(
+            "a MaskablePPO policy needs an environment with an action_masks() method; this one has none"
+        ) from None
+    masks = torch.as_tensor(np.stack([np.asarray(m, dtype=bool).reshape(-1) for m in raw]), device=device)
+    space = venv.action_space
+    if isinstance(space, gym.spaces.MultiDiscrete):  # flat [sum(nvec)] -> MultiCategorical's padded layout
+        sizes = [int(n) for n in space.nvec.reshape(-1)]
+        padded = torch.zeros((masks.shape[0], len(sizes), max(sizes)), dtype=torch.bool, device=device)
+        for dim, chunk in enumerate(torch.split(masks, sizes, dim=-1)):
+            padded[:, dim, : chunk.shape[-1]] = chunk
+        return padded
+    return masks
+
+
+def masked(dist: ActionDist, masks: Tensor | None) -> ActionDist:
+    """``dist`` restricted to the valid actions and renormalised (no mask: unchanged)."""
+    if masks is None:
+        return dist
+    if not isinstance(dist, Categorical | MultiCategorical):
+        raise DistillError(f"action masks need discrete actions, not {type(dist).__name__}")
+    logits = torch.where(masks, dist.logits, torch.full_like(dist.logits, MASKED_LOGIT))
+    return replace(dist, logits=torch.log_softmax(logits, dim=-1))
 
 
 @dataclass
@@ -40,6 +92,9 @@ class Rollout:
     teacher_final_values: Tensor | None
     episode_returns: list[float] = field(default_factory=list)
     episode_lengths: list[int] = field(default_factory=list)
+    # Valid actions, [T + 1, N, *logits_shape], for masked policies (``teacher`` is masked with them already).
+    # Final observations have none: the env has reset before its mask can be read, so pi and pi_th are unmasked there.
+    masks: Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -89,6 +144,11 @@ def uniform_actions(space: gym.Space, n: int, device: torch.device) -> Tensor:
         low = torch.as_tensor(np.where(np.isfinite(space.low), space.low, -1.0), device=device)
         high = torch.as_tensor(np.where(np.isfinite(space.high), space.high, 1.0), device=device)
         return low + (high - low) * torch.rand((n, *space.shape), device=device)
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        nvec = torch.as_tensor(space.nvec.reshape(-1), device=device)
+        return (torch.rand((n, len(nvec)), device=device) * nvec).long()
+    if isinstance(space, gym.spaces.MultiBinary):
+        return torch.randint(2, (n, *space.shape), device=device).float()
     raise NotImplementedError(f"uniform control for {type(space).__name__}")
 
 
@@ -111,6 +171,10 @@ class Collector:
         self._obs = self._to_tensor(venv.reset())
         self._returns = np.zeros(venv.num_envs)
         self._lengths = np.zeros(venv.num_envs, dtype=np.int64)
+        # sb3-contrib teachers: the valid actions now, and the LSTM state with which envs start an episode now.
+        self._masks = read_masks(venv, device) if uses_masks(teacher) else None
+        self._session = open_session(teacher, venv.num_envs)
+        self._starts = torch.ones(venv.num_envs, device=device)
 
     def _to_tensor(self, obs: object) -> Tensor:
         if not isinstance(obs, np.ndarray):
@@ -121,37 +185,59 @@ class Collector:
     @torch.no_grad()
     def collect(self, n_steps: int, control: Control, student: PolicyFn | None, teacher_share: float = 0.0) -> Rollout:
         n_envs = self.venv.num_envs
+        session = self._session
+        # The teacher is needed at every step only to act (teacher or mix control) or when its LSTM state or the
+        # action masks move with the episode; otherwise one forward over the whole segment afterwards costs a
+        # fraction of T + 1 small ones.
+        per_step = control in ("teacher", "mix") or session is not None or self._masks is not None
         obs, actions, teacher_dists, teacher_values = [self._obs], [], [], []
-        rewards, terminated, truncated = [], [], []
+        rewards = np.zeros((n_steps, n_envs), dtype=np.float32)
+        dones = np.zeros((n_steps, n_envs), dtype=bool)
+        truncated = np.zeros((n_steps, n_envs), dtype=bool)
         final_obs: list[np.ndarray] = []
         final_index: list[int] = []
         episode_returns: list[float] = []
         episode_lengths: list[int] = []
+        masks = None if self._masks is None else [self._masks]
         for t in range(n_steps + 1):
-            dist, value = self.teacher(self._obs)
-            teacher_dists.append(dist)
-            teacher_values.append(value)
+            dist: ActionDist | None = None
+            if per_step:
+                if session is None:
+                    dist, value = self.teacher(self._obs)
+                elif t < n_steps:
+                    dist, value = session.step(self._obs, self._starts)
+                else:  # the next segment steps this observation
+                    dist, value = session.peek(self._obs, self._starts)
+                dist = masked(dist, self._masks)
+                teacher_dists.append(dist)
+                teacher_values.append(value)
             if t == n_steps:
                 break
             action = self._act(control, dist, student, teacher_share, n_envs)
             next_obs, reward, done, infos = self.venv.step(to_env_actions(action, self.action_space))
+            rewards[t] = reward
+            dones[t] = done
             self._returns += reward
             self._lengths += 1
-            trunc = np.zeros(n_envs, dtype=bool)
-            for i in np.flatnonzero(done):
-                trunc[i] = bool(infos[i].get("TimeLimit.truncated", False))
-                final_obs.append(infos[i]["terminal_observation"])
-                final_index.append(t * n_envs + int(i))
-                episode_returns.append(float(self._returns[i]))
-                episode_lengths.append(int(self._lengths[i]))
-                self._returns[i] = 0.0
-                self._lengths[i] = 0
+            if done.any():
+                for i in np.flatnonzero(done):
+                    truncated[t, i] = bool(infos[i].get("TimeLimit.truncated", False))
+                    final_obs.append(infos[i]["terminal_observation"])
+                    final_index.append(t * n_envs + int(i))
+                    episode_returns.append(float(self._returns[i]))
+                    episode_lengths.append(int(self._lengths[i]))
+                self._returns[done] = 0.0
+                self._lengths[done] = 0
+            if session is not None:
+                if done.any():
+                    session.mark(np.flatnonzero(done))  # the final obs below is seen with this episode's state
+                self._starts = torch.as_tensor(done, dtype=torch.float32, device=self.device)
             actions.append(action)
-            rewards.append(torch.as_tensor(reward, dtype=torch.float32, device=self.device))
-            terminated.append(torch.as_tensor(done & ~trunc, device=self.device))
-            truncated.append(torch.as_tensor(trunc, device=self.device))
             self._obs = self._to_tensor(next_obs)
             obs.append(self._obs)
+            if masks is not None:
+                self._masks = read_masks(self.venv, self.device)
+                masks.append(self._masks)
 
         obs_shape = self._obs.shape[1:]
         final = (
@@ -159,35 +245,58 @@ class Collector:
             if final_obs
             else torch.zeros((0, *obs_shape), dtype=self._obs.dtype, device=self.device)
         )
-        teacher_final, teacher_final_values = self.teacher(final)
-        values = None if teacher_values[0] is None else torch.stack(teacher_values)  # type: ignore[arg-type]
+        all_obs = torch.stack(obs)
+        if per_step:
+            teacher_final, teacher_final_values = self.teacher(final) if session is None else session.peek_marked(final)
+            teacher = stack(teacher_dists)
+            values = None if teacher_values[0] is None else torch.stack(teacher_values)  # type: ignore[arg-type]
+        else:  # one batched forward: the segment's T + 1 rows of states and the episodes' final states
+            flat = torch.cat([all_obs.reshape(-1, *obs_shape), final])
+            dist_all, values_all = self.teacher(flat)
+            rows = all_obs.shape[0] * n_envs
+            teacher = dist_all[:rows].map(lambda p: p.reshape(n_steps + 1, n_envs, *p.shape[1:]))
+            teacher_final = dist_all[rows:]
+            values = None if values_all is None else values_all[:rows].reshape(n_steps + 1, n_envs)
+            teacher_final_values = None if values_all is None else values_all[rows:]
+        done_t = torch.as_tensor(dones, device=self.device)
+        trunc_t = torch.as_tensor(truncated, device=self.device)
         return Rollout(
-            obs=torch.stack(obs),
+            obs=all_obs,
             actions=torch.stack(actions),
-            env_rewards=torch.stack(rewards),
-            terminated=torch.stack(terminated),
-            truncated=torch.stack(truncated),
+            env_rewards=torch.as_tensor(rewards, device=self.device),
+            terminated=done_t & ~trunc_t,
+            truncated=trunc_t,
             final_obs=final,
             final_index=torch.as_tensor(final_index, dtype=torch.long, device=self.device),
-            teacher=stack(teacher_dists),
+            teacher=teacher,
             teacher_values=values,
             teacher_final=teacher_final,
             teacher_final_values=teacher_final_values,
             episode_returns=episode_returns,
             episode_lengths=episode_lengths,
+            masks=None if masks is None else torch.stack(masks),
         )
 
     def _act(
-        self, control: Control, teacher: ActionDist, student: PolicyFn | None, share: float, n_envs: int
+        self, control: Control, teacher: ActionDist | None, student: PolicyFn | None, share: float, n_envs: int
     ) -> Tensor:
         if control == "teacher":
+            assert teacher is not None
             return teacher.sample()
         if control == "uniform":
+            if self._masks is not None:  # uniform over the valid actions
+                assert teacher is not None
+                return masked(teacher.map(torch.zeros_like), self._masks).sample()
             return uniform_actions(self.action_space, n_envs, self.device)
         assert student is not None, "student control needs the student"
-        student_action = student(self._obs)[0].sample()
+        act = getattr(student, "act", None)  # the student's own sampler skips its critic (Student.act)
+        if act is not None and self._masks is None:
+            student_action: Tensor = act(self._obs)
+        else:
+            student_action = masked(student(self._obs)[0], self._masks).sample()
         if control == "student":
             return student_action
+        assert teacher is not None
         # mix: each environment acts with the teacher with probability `share` at each step (DAgger's beta)
         use_teacher = torch.rand(n_envs, device=self.device) < share
         mask = use_teacher.view(-1, *([1] * (student_action.dim() - 1)))

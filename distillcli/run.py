@@ -30,19 +30,20 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from distillcli import __version__
 from distillcli.config import RunConfig
-from distillcli.envs import make_env
+from distillcli.envs import EnvStack, atari_stack, register_hinted
 from distillcli.errors import DistillError
 from distillcli.evaluate import EvalResult, evaluate, latency_us
 from distillcli.methods import Control, Method, get_method
 from distillcli.metrics import MetricsSink, atomic_write_json
 from distillcli.objectives import ObjectiveOptions
-from distillcli.rollout import Collector
-from distillcli.students import Student, parse_net
+from distillcli.rollout import Collector, read_masks
+from distillcli.students import Student, parse_student_net
 from distillcli.teachers import Checkpoint, Teacher, check_spaces, infer_env_id, load_teacher, read_checkpoint
 from distillcli.trainer import Diverged, LoopSettings, Schedule, UpdateOptions, train
+from distillcli.zoo import ENV_FILE, STATS_FILE, read_env_file, select_model, stats_folder, write_env_files, zoo_stack
 
 BUNDLED_TEACHER = "ppo-CartPole-v1.zip"
-RUN_OUTPUTS = ("config.json", "metrics.jsonl", "summary.json", "student.zip", "tensorboard")
+RUN_OUTPUTS = ("config.json", "metrics.jsonl", "summary.json", "student.zip", "tensorboard", ENV_FILE, STATS_FILE)
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share seeds with training environments
 
 Progress = Callable[[dict[str, float]], None]
@@ -92,9 +93,11 @@ class Setup:
     teacher: Teacher
     env_id: str
     device: torch.device
+    stack: EnvStack  # the env as the teacher was trained behind it (rl-zoo wrappers, statistics, frame stacking)
+    observation_space: gym.Space  # what teacher and student see: normalised, stacked, channel-first
 
     def make_env(self, n_envs: int, seed: int) -> VecEnv:
-        return make_env(self.env_id, n_envs, seed)
+        return self.stack.make(n_envs, seed)
 
 
 def parse_schedule(name: str, text: str, low: float = -math.inf, high: float = math.inf) -> Schedule:
@@ -116,17 +119,27 @@ def prepare(
     trust: bool = False,
     temperature: float = 1.0,
     log_prob_floor: float | None = None,
+    deterministic_std: float = 0.1,
+    load_best: bool = False,
+    load_checkpoint: int = 0,
 ) -> Setup:
-    """Read the teacher, settle the env id and device, and check the teacher fits the env."""
+    """Read the teacher, rebuild its environment stack, settle the device, and check the teacher fits the env.
+
+    ``teacher_path`` is an SB3 zip or an rl-zoo run folder (or a zip inside one): then the folder's YAML and
+    statistics rebuild the env as rl-zoo's ``enjoy`` does. A bare zip of an Atari teacher gets SB3's Atari stack.
+    """
     device = resolve_device(device_name)
     if teacher_path is not None and not teacher_path.strip():
         raise DistillError("--teacher is empty (leave it out to use the bundled CartPole teacher)")
     path = Path(teacher_path).expanduser() if teacher_path is not None else bundled_teacher()
-    checkpoint = read_checkpoint(path)
-    env_id = env or infer_env_id(path)
-    if env_id is None:
-        raise DistillError(f"cannot infer the environment from {path.name}; pass --env ENV_ID")
-    probe = make_env(env_id, 1, 0)
+    if not path.exists():
+        raise DistillError(f"teacher checkpoint not found: {path}")
+    model, stats = select_model(path, load_best, load_checkpoint)
+    checkpoint = read_checkpoint(model)
+    stack = zoo_stack(stats, env, trust) if stats is not None else _bare_stack(checkpoint, model, env)
+    probe = stack.make(1, 0)
+    env_id = stack.env_id
+    observation_space = probe.observation_space
     try:
         check_spaces(checkpoint, probe.observation_space, probe.action_space, env_id)
         teacher = load_teacher(
@@ -137,10 +150,22 @@ def prepare(
             trust=trust,
             temperature=temperature,
             log_prob_floor=log_prob_floor,
+            deterministic_std=deterministic_std,
         )
     finally:
         probe.close()
-    return Setup(checkpoint, teacher, env_id, device)
+    return Setup(checkpoint, teacher, env_id, device, stack, observation_space)
+
+
+def _bare_stack(checkpoint: Checkpoint, path: Path, env: str | None, hint: str = "pass --env ENV_ID") -> EnvStack:
+    """The env of a zip with no rl-zoo folder around it: its id (inferred from the name unless --env), and for an
+    Atari teacher with 84x84xK frames SB3's AtariWrapper + VecFrameStack(K), as ``make_atari_env`` trains it."""
+    register_hinted(f"{path.parent.name} {path.name} {env or ''}")
+    env_id = env or infer_env_id(path)
+    if env_id is None:
+        raise DistillError(f"cannot infer the environment from {path.name}; {hint}")
+    shape = checkpoint.space_summary("observation_space").get("_shape")
+    return atari_stack(env_id, shape) or EnvStack(env_id)
 
 
 def default_run_dir(env_id: str, method: str) -> Path:
@@ -237,11 +262,20 @@ def run(config: RunConfig, progress: Progress | None = None, resume: ResumeState
         trust=config.trust_checkpoint,
         temperature=config.temperature,
         log_prob_floor=config.logprob_floor,
+        deterministic_std=config.teacher_noise,
+        load_best=config.load_best,
+        load_checkpoint=config.load_checkpoint,
     )
     teacher = setup.teacher
     if method.needs_teacher_value and not teacher.has_value:
         raise DistillError(f"method {method.name} needs a teacher value function; a {teacher.algo} teacher has none")
-    net = parse_net(config.student_net, teacher.policy)
+    net = parse_student_net(config.student_net, teacher.policy, setup.observation_space)
+    if teacher.algo == "MaskablePPO":  # the env must give action masks: say so before the run directory exists
+        probe = setup.make_env(1, config.seed)
+        try:
+            read_masks(probe, setup.device)
+        finally:
+            probe.close()
     if resume is None:
         run_dir = claim_run_dir(config.out, setup.env_id, method.name, config.force)
     else:
@@ -250,13 +284,14 @@ def run(config: RunConfig, progress: Progress | None = None, resume: ResumeState
             raise DistillError(f"--resume: {resume.env_steps} env steps done already; raise --steps to continue")
     resolved = replace(config, teacher=str(setup.checkpoint.path), env=setup.env_id, control=control, out=str(run_dir))
     atomic_write_json(run_dir / "config.json", resolved.to_json())
+    write_env_files(setup.stack, run_dir)  # env.json (+ vecnormalize.pkl): the student's env, for deployment
 
     # A resumed run continues on fresh episodes rather than replaying the first ones.
     venv = setup.make_env(config.n_envs, config.seed + (0 if resume is None else resume.env_steps))
     activation = getattr(teacher.policy, "activation_fn", torch.nn.Tanh)
     student = Student.build(
         venv,
-        net,
+        net.layers,
         activation,
         learning_rate=config.lr,
         n_steps=config.n_steps,
@@ -267,7 +302,13 @@ def run(config: RunConfig, progress: Progress | None = None, resume: ResumeState
         device=setup.device,
         seed=config.seed,
         zero_critic=method.critic_init == "zero",
+        noise=teacher.noise,
+        masked=teacher.algo == "MaskablePPO",
+        features_dim=net.features_dim,
     )
+    teacher_noise = teacher.noise_log_std()
+    if teacher_noise is not None:
+        student.start_noise_at(teacher_noise.to(setup.device))
     if resume is not None:
         try:
             student.policy.load_state_dict(resume.policy_state)
@@ -366,7 +407,7 @@ def run(config: RunConfig, progress: Progress | None = None, resume: ResumeState
         "eval_episodes": config.eval_episodes,
         "env_steps": steps,
         "wall_seconds": wall,
-        "student_net": net,
+        "student_net": net.summary,
         "student_params": student.n_params,
         "teacher_params": teacher.n_params,
         "param_ratio": student.n_params / teacher.n_params,
@@ -399,34 +440,53 @@ def evaluate_model(
     device_name: str,
     seed: int,
     trust: bool = False,
+    *,
+    load_best: bool = False,
+    load_checkpoint: int = 0,
 ) -> dict[str, Any]:
-    """``distill eval``: the student's return and, with a teacher, how close it is to the teacher."""
+    """``distill eval``: the student's return and, with a teacher, how close it is to the teacher.
+
+    The environment is the teacher's stack with ``--teacher``; otherwise the one the run directory of MODEL
+    describes (``env.json`` and ``vecnormalize.pkl``, written by ``distill run``), the rl-zoo folder MODEL sits
+    in, or the env id in its ``config.json`` or file name.
+    """
     if episodes <= 0:
         raise DistillError(f"--episodes must be positive, got {episodes}")
+    if teacher_path is None and (load_best or load_checkpoint):
+        raise DistillError("--load-best and --load-checkpoint pick the teacher's model: give --teacher too")
     path = Path(model_path)
-    student_checkpoint = read_checkpoint(path, role="model")
+    model, model_stats = select_model(path, False, 0) if path.is_dir() else (path, None)
+    student_checkpoint = read_checkpoint(model, role="model")
     if teacher_path is not None:
-        setup = prepare(teacher_path, env, device_name, trust=trust)
-        env_id, device = setup.env_id, setup.device
+        setup = prepare(
+            teacher_path, env, device_name, trust=trust, load_best=load_best, load_checkpoint=load_checkpoint
+        )
+        stack, device = setup.stack, setup.device
     else:
         device = resolve_device(device_name)
-        env_id = env or _env_from_run_dir(path) or infer_env_id(path)  # type: ignore[assignment]
-        if env_id is None:
-            raise DistillError(f"cannot infer the environment for {path.name}; pass --env or --teacher")
-    probe = make_env(env_id, 1, 0)
-    check_spaces(student_checkpoint, probe.observation_space, probe.action_space, env_id)
-    student = load_teacher(student_checkpoint, probe.observation_space, probe.action_space, device, trust=trust)
-    observation = np.asarray(probe.observation_space.sample())
-    probe.close()
+        stats = model_stats or stats_folder(model.parent)
+        stack = _env_from_run_dir(model, env, trust) or (
+            zoo_stack(stats, env, trust)
+            if stats is not None
+            else _bare_stack(student_checkpoint, model, env, "pass --env or --teacher")
+        )
+    env_id = stack.env_id
+    probe = stack.make(1, 0)
+    try:
+        check_spaces(student_checkpoint, probe.observation_space, probe.action_space, env_id)
+        student = load_teacher(student_checkpoint, probe.observation_space, probe.action_space, device, trust=trust)
+        observation = np.asarray(probe.observation_space.sample())
+    finally:
+        probe.close()
 
     def eval_env(n: int) -> VecEnv:
-        return make_env(env_id, n, seed + EVAL_SEED_OFFSET)
+        return stack.make(n, seed + EVAL_SEED_OFFSET)
 
     deterministic = not stochastic
     teacher = setup.teacher if teacher_path is not None else None
     result = evaluate(student, eval_env, episodes, device, teacher=teacher, deterministic=deterministic)
     report: dict[str, Any] = {
-        "model": str(path),
+        "model": str(model),
         "env_id": env_id,
         "episodes": episodes,
         "deterministic": deterministic,
@@ -452,12 +512,18 @@ def evaluate_model(
     return report
 
 
-def _env_from_run_dir(model_path: Path) -> str | None:
+def _env_from_run_dir(model_path: Path, env: str | None, trust: bool) -> EnvStack | None:
+    """The student's env from its run directory: ``env.json`` (wrappers, statistics) or ``config.json``'s env."""
+    stack = read_env_file(model_path.parent, env, trust)
+    if stack is not None or env is not None:
+        return stack
     config = model_path.parent / "config.json"
     if config.is_file():
         try:
-            env = RunConfig.from_file(config).get("env")
+            recorded = RunConfig.from_file(config).get("env")
         except DistillError:
             return None
-        return env if isinstance(env, str) and env in gym.registry else None
+        if isinstance(recorded, str):
+            register_hinted(recorded)
+            return EnvStack(recorded) if recorded in gym.registry else None
     return None

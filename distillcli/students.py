@@ -8,28 +8,45 @@ with RL afterwards (it has a critic).
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import gymnasium as gym
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.dqn.policies import DQNPolicy
+from stable_baselines3.sac.policies import SACPolicy
+from stable_baselines3.td3.policies import TD3Policy
 from torch import Tensor, nn
 
-from distillcli.distributions import ActionDist, actor_critic_outputs
+from distillcli.distributions import ActionDist, actor_critic_outputs, gumbel_max
 from distillcli.errors import DistillError
 from distillcli.metrics import atomic_write_bytes
 
 
+def _linear_widths(network: nn.Module) -> list[int]:
+    return [m.out_features for m in network.modules() if isinstance(m, nn.Linear)]
+
+
 def hidden_widths(policy: BasePolicy) -> list[int]:
     """The hidden layer widths of a teacher's actor (what ``--student-net auto`` halves)."""
-    if isinstance(policy, ActorCriticPolicy):
-        network: nn.Module = policy.mlp_extractor.policy_net
-        return [m.out_features for m in network.modules() if isinstance(m, nn.Linear)]
-    if isinstance(policy, DQNPolicy):
-        linears = [m for m in policy.q_net.q_net.modules() if isinstance(m, nn.Linear)]
-        return [m.out_features for m in linears[:-1]]
+    actor = getattr(getattr(policy, "mlp_extractor", None), "policy_net", None)  # sb3-contrib's maskable too
+    if isinstance(actor, nn.Module):
+        return _linear_widths(actor)
+    if isinstance(policy, SACPolicy):
+        return _linear_widths(policy.actor.latent_pi)  # SAC's hidden layers, before its mu and log_std heads
+    # Value-based and deterministic actors: every Linear but the output head.
+    network = policy.q_net if isinstance(policy, DQNPolicy) else getattr(policy, "quantile_net", None)
+    if isinstance(policy, TD3Policy):
+        network = policy.actor.mu
+    if isinstance(network, nn.Module):
+        return _linear_widths(network)[:-1]
     return [64, 64]
 
 
@@ -46,6 +63,66 @@ def parse_net(spec: str, teacher_policy: BasePolicy) -> list[int]:
     if not widths or any(w <= 0 for w in widths):
         raise DistillError(f"--student-net needs positive layer widths like 32,32, got {spec!r}")
     return widths
+
+
+@dataclass(frozen=True)
+class StudentNet:
+    """The student's network: SB3's NatureCNN (``features_dim`` wide) for images, then MLP ``layers``."""
+
+    layers: list[int]
+    features_dim: int | None = None  # None: observations are flattened into the MLP
+
+    def __str__(self) -> str:
+        widths = ",".join(map(str, self.layers))
+        if self.features_dim is None:
+            return widths
+        return f"cnn:{self.features_dim}" + (f"/{widths}" if widths else "")
+
+    @property
+    def summary(self) -> list[int] | str:
+        """What summary.json records: the widths of an MLP (as before), the spec of a CNN."""
+        return self.layers if self.features_dim is None else str(self)
+
+
+def cnn_features(policy: BasePolicy) -> int | None:
+    """The features_dim of a teacher's NatureCNN, if its observations go through one."""
+    return next((int(m.features_dim) for m in policy.modules() if isinstance(m, NatureCNN)), None)
+
+
+def _describe(space: gym.Space) -> str:
+    dtype = getattr(space, "dtype", None)
+    return f"{type(space).__name__}{tuple(space.shape or ())} {dtype}" if dtype is not None else str(space)
+
+
+def parse_student_net(spec: str, teacher_policy: BasePolicy, observation_space: gym.Space) -> StudentNet:
+    """``--student-net``: ``32,32`` (MLP), ``cnn`` / ``cnn:256`` / ``cnn:256/64`` (NatureCNN with features_dim 256,
+    then a 64 layer), or ``auto``: half the teacher's widths, and for a CNN teacher half its features_dim."""
+    text = spec.strip().lower().replace(" ", "")
+    image = isinstance(observation_space, gym.spaces.Box) and is_image_space(observation_space)
+    teacher_cnn = cnn_features(teacher_policy)
+    if text == "auto" and image and teacher_cnn is not None:
+        head = teacher_policy.mlp_extractor.policy_net if isinstance(teacher_policy, ActorCriticPolicy) else None
+        layers = [max(1, w // 2) for w in _linear_widths(head)] if head is not None else []
+        return StudentNet(layers, max(1, teacher_cnn // 2))
+    if not text.startswith("cnn"):
+        return StudentNet(parse_net(spec, teacher_policy))
+    if not image:
+        raise DistillError(
+            f"--student-net {spec}: a CNN needs image observations (uint8 frames), but these are "
+            f"{_describe(observation_space)}: give layer widths like 32,32"
+        )
+    head_spec, _, tail = text[3:].partition("/")
+    if head_spec and not (head_spec.startswith(":") and head_spec[1:].isdigit() and int(head_spec[1:]) > 0):
+        raise DistillError(f"--student-net must look like cnn, cnn:256 or cnn:256/64,64, got {spec!r}")
+    features = int(head_spec[1:]) if head_spec else 512
+    layers = parse_net(tail, teacher_policy) if tail else []
+    height, width = sorted(observation_space.shape or ())[1:]  # channels are the smallest dimension
+    if min(height, width) < 36:
+        raise DistillError(
+            f"--student-net {spec}: NatureCNN needs frames of at least 36x36, these are "
+            f"{_describe(observation_space)}: give layer widths like 64,64"
+        )
+    return StudentNet(layers, features)
 
 
 class Student:
@@ -71,10 +148,28 @@ class Student:
         device: torch.device,
         seed: int,
         zero_critic: bool = False,
+        noise: str = "plain",
+        masked: bool = False,
+        features_dim: int | None = None,
     ) -> Student:
+        policy_kwargs: dict[str, object] = {"net_arch": {"pi": net, "vf": net}, "activation_fn": activation}
+        if features_dim is not None:  # SB3's own NatureCNN: PPO.load opens the student without custom classes
+            policy_kwargs["features_extractor_kwargs"] = {"features_dim": features_dim}
+        if noise == "squashed":
+            # A squashed-Gaussian teacher (SAC) gets a squashed student: both densities live inside the action
+            # box, so Hx in either direction and log pi(a) at the student's actions stay finite. SB3's PPO
+            # squashes only with gSDE, whose per-state noise is a diagonal Gaussian like SAC's.
+            policy_kwargs.update(squash_output=True, log_std_init=-2.0)
+        algo_class: type[Any] = PPO
+        # A gSDE teacher's noise depends on the state: a gSDE student can follow it, one log_std cannot.
+        sde: dict[str, bool] = {"use_sde": noise in ("sde", "squashed")}
+        if masked:  # a MaskablePPO teacher: sb3-contrib's MaskablePPO, whose predict takes action_masks (no gSDE)
+            from sb3_contrib import MaskablePPO
+
+            algo_class, sde = MaskablePPO, {}
         # The PPO hyperparameters are stored in student.zip so that RL fine-tuning starts from ours.
-        model = PPO(
-            "MlpPolicy",
+        model = algo_class(
+            "MlpPolicy" if features_dim is None else "CnnPolicy",
             venv,
             learning_rate=learning_rate,
             n_steps=n_steps,
@@ -82,7 +177,8 @@ class Student:
             n_epochs=epochs,
             gamma=gamma,
             gae_lambda=gae_lambda,
-            policy_kwargs={"net_arch": {"pi": net, "vf": net}, "activation_fn": activation},
+            policy_kwargs=policy_kwargs,
+            **sde,
             device=device,
             seed=seed,
         )
@@ -90,10 +186,39 @@ class Student:
             with torch.no_grad():
                 model.policy.value_net.weight.zero_()
                 model.policy.value_net.bias.zero_()
+        if masked:
+            from distillcli.contrib import MaskableStudent
+
+            return MaskableStudent(model)
         return cls(model)
+
+    def start_noise_at(self, log_std: Tensor) -> None:
+        """Begin with the teacher's action noise (Gaussian teachers whose noise is one parameter).
+
+        The student's std is otherwise learnt from exp(0) = 1 at the learning rate's pace, which for a sharp
+        teacher (TD3's sigma, a trained PPO's log_std) takes far longer than learning the mean.
+        """
+        own = getattr(self.policy, "log_std", None)
+        if isinstance(own, nn.Parameter) and own.shape == log_std.shape:
+            with torch.no_grad():
+                own.copy_(log_std)
 
     def __call__(self, obs: Tensor) -> tuple[ActionDist, Tensor | None]:
         return actor_critic_outputs(self.policy, obs)
+
+    def act(self, obs: Tensor) -> Tensor:
+        """Sample a ~ pi_th(.|s) for acting: the actor alone (no critic, no distribution object), the hot path
+        of every student-driven collection step."""
+        policy = self.policy
+        kind = type(policy.action_dist)
+        if kind not in (CategoricalDistribution, DiagGaussianDistribution) or not policy.share_features_extractor:
+            return self(obs)[0].sample()
+        features = policy.extract_features(obs)
+        assert isinstance(features, Tensor)  # one shared extractor
+        head = policy.action_net(policy.mlp_extractor.forward_actor(features))
+        if kind is CategoricalDistribution:
+            return gumbel_max(head)
+        return head + torch.exp(policy.log_std) * torch.randn_like(head)
 
     @property
     def parameters(self) -> list[nn.Parameter]:

@@ -152,6 +152,7 @@ def plan(options: SweepOptions) -> Plan:
         trust=base.trust_checkpoint,
         temperature=base.temperature,
         log_prob_floor=base.logprob_floor,
+        deterministic_std=base.teacher_noise,
     )
     for name in options.methods:
         if get_method(name).needs_teacher_value and not setup.teacher.has_value:

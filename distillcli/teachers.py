@@ -21,15 +21,27 @@ import pickletools
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import torch
+from stable_baselines3.common.distributions import DiagGaussianDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.dqn.policies import DQNPolicy
-from torch import Tensor
+from stable_baselines3.sac.policies import SACPolicy
+from stable_baselines3.td3.policies import TD3Policy
+from torch import Tensor, nn
 
-from distillcli.distributions import ActionDist, Categorical, actor_critic_outputs
+from distillcli.distributions import (
+    MC_SAMPLES,
+    ActionDist,
+    Categorical,
+    DiagGaussian,
+    MultiCategorical,
+    actor_critic_outputs,
+    box_bounds,
+    from_sb3,
+)
 from distillcli.errors import DistillError
 
 # Classes a checkpoint may name without --trust-checkpoint: SB3's own policies, torch activations and
@@ -60,6 +72,33 @@ POLICY_CLASSES = {
 }
 _SAFE_MODULE_PREFIXES = ("torch.nn.modules.activation", "torch.optim.", "stable_baselines3.common.torch_layers")
 _SAFE_BUILTINS = {("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("collections", "OrderedDict")}
+
+
+# Box-action noise: a Gaussian with one log-std parameter, gSDE's state-dependent Gaussian, or either squashed
+# by tanh into the action box (SAC).
+Noise = Literal["plain", "sde", "squashed"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one SB3 algorithm's checkpoint becomes the teacher pi of Table 1 (``distill methods`` prints these;
+    docs/teachers/ says more)."""
+
+    algos: str
+    policy: str  # pi(.|s) as the losses see it
+    value: str  # V_pi(s), for the methods that need it
+    estimated: str  # how the losses are computed
+    student: str  # the SB3 class that opens student.zip
+
+
+FAMILIES = (
+    Family("PPO, A2C, TRPO", "its own (gSDE: per-state std)", "critic", "exact", "PPO (gSDE if teacher)"),
+    Family("DQN, QR-DQN", "softmax(Q / T)", "sum_a pi(a) Q(a)", "exact", "PPO"),
+    Family("SAC", "tanh-squashed Gaussian", "none", f"Monte-Carlo, {MC_SAMPLES} samples", "PPO, squashed gSDE"),
+    Family("TD3, DDPG", "N(mu(s), sigma^2), --teacher-noise", "none", "exact", "PPO"),
+    Family("RecurrentPPO", "given its LSTM state", "critic", "exact", "PPO (feed-forward)"),
+    Family("MaskablePPO", "masked categorical", "critic", "exact", "MaskablePPO"),
+)
 
 
 class NeedsTrust(DistillError):
@@ -248,44 +287,111 @@ def check_spaces(checkpoint: Checkpoint, observation_space: gym.Space, action_sp
             )
 
 
-class Teacher:
-    """A frozen SB3 policy seen as ``obs -> (pi(.|s), V_pi(s) or None)``; runs under inference mode."""
+# Each SB3 family's acting network: what the teacher's parameter count (and latency) means. Target networks
+# and critics of off-policy algorithms are training devices, not the policy.
+def _acting_modules(policy: BasePolicy) -> list[nn.Module]:
+    if isinstance(policy, DQNPolicy):
+        return [policy.q_net]
+    if isinstance(policy, SACPolicy | TD3Policy):
+        return [policy.actor]
+    if _is_qrdqn(policy):
+        return [policy.quantile_net]  # type: ignore[list-item]
+    return [policy]
 
-    def __init__(self, policy: BasePolicy, algo: str, temperature: float, log_prob_floor: float | None) -> None:
+
+def _is_qrdqn(policy: BasePolicy) -> bool:
+    return type(policy).__module__.startswith("sb3_contrib.qrdqn")
+
+
+class Teacher:
+    """A frozen SB3 policy seen as ``obs -> (pi(.|s), V_pi(s) or None)``, one form per family:
+
+    - actor-critic (PPO, A2C, TRPO): its own distribution (Categorical, DiagGaussian incl. gSDE, MultiCategorical,
+      Bernoulli) and V_pi;
+    - DQN / QR-DQN: softmax(Q / T), with V = sum_a pi(a) Q(a) (QR-DQN's Q is the mean of its quantiles);
+    - SAC: its squashed Gaussian in the env's action units; no V (SB3 keeps only Q(s, a) critics);
+    - TD3 / DDPG: the deterministic actor mu(s) seen as N(mu(s), sigma^2), sigma = ``deterministic_std`` times the
+      half-range of the action box, as TD3's own exploration noise; every loss is then analytic.
+    """
+
+    def __init__(
+        self,
+        policy: BasePolicy,
+        algo: str,
+        temperature: float,
+        log_prob_floor: float | None,
+        deterministic_std: float = 0.1,
+    ) -> None:
         self.policy = policy.eval()
         self.algo = algo
         self.temperature = temperature
         self.log_prob_floor = log_prob_floor
+        self.deterministic_std = deterministic_std
+        self._bounds = box_bounds(policy.action_space, policy.device)
         for parameter in self.policy.parameters():
             parameter.requires_grad_(False)
 
     @property
     def has_value(self) -> bool:
-        return isinstance(self.policy, ActorCriticPolicy | DQNPolicy)  # DQN: V = sum_a pi(a) Q(a)
+        return isinstance(self.policy, ActorCriticPolicy | DQNPolicy) or _is_qrdqn(self.policy)
 
     @property
     def n_params(self) -> int:
-        if isinstance(self.policy, DQNPolicy):  # the target network is a training device, not the policy
-            return sum(p.numel() for p in self.policy.q_net.parameters())
-        return sum(p.numel() for p in self.policy.parameters())
+        return sum(p.numel() for module in _acting_modules(self.policy) for p in module.parameters())
 
     @property
     def device(self) -> torch.device:
         return self.policy.device
 
+    @property
+    def noise(self) -> Noise:
+        """What kind of Box-action noise the teacher has, which the student copies (see ``Student.build``)."""
+        policy = self.policy
+        if isinstance(policy, SACPolicy) or (isinstance(policy, ActorCriticPolicy) and policy.squash_output):
+            return "squashed"
+        return "sde" if isinstance(policy, ActorCriticPolicy) and policy.use_sde else "plain"
+
+    def noise_log_std(self) -> Tensor | None:
+        """The log std of a Gaussian teacher whose noise does not depend on the state (None otherwise)."""
+        policy = self.policy
+        if isinstance(policy, TD3Policy) and self._bounds is not None:
+            return torch.log(self.deterministic_std * self._bounds[1])
+        if isinstance(policy, ActorCriticPolicy) and type(policy.action_dist) is DiagGaussianDistribution:
+            return policy.log_std.detach()
+        return None
+
+    def _soft_q(self, q_values: Tensor) -> tuple[ActionDist, Tensor]:
+        # Value-based teachers have no policy: use softmax(Q / T), and V = sum_a pi(a) Q(a).
+        soft_q = Categorical.from_logits(q_values / self.temperature, self.log_prob_floor)
+        return soft_q, (soft_q.probs * q_values).sum(-1)
+
     # The teacher never needs gradients; no_grad (not inference_mode) so its outputs can enter the student's loss.
     @torch.no_grad()
     def __call__(self, obs: Tensor) -> tuple[ActionDist, Tensor | None]:
-        if isinstance(self.policy, DQNPolicy):
-            # Value-based teachers have no policy: use softmax(Q / T), and V = sum_a pi(a) Q(a).
-            q_values = self.policy.q_net(obs)
-            soft_q = Categorical.from_logits(q_values / self.temperature, self.log_prob_floor)
-            return soft_q, (soft_q.probs * q_values).sum(-1)
-        assert isinstance(self.policy, ActorCriticPolicy)
-        dist, values = actor_critic_outputs(self.policy, obs, self.log_prob_floor)
-        if isinstance(dist, Categorical) and self.temperature != 1.0:
-            dist = Categorical.from_logits(dist.logits / self.temperature, self.log_prob_floor)
-        return dist, values
+        policy = self.policy
+        if isinstance(policy, DQNPolicy):
+            return self._soft_q(policy.q_net(obs))
+        if _is_qrdqn(policy):
+            return self._soft_q(policy.quantile_net(obs).mean(dim=1))  # type: ignore[operator]
+        if isinstance(policy, SACPolicy):
+            mean, log_std, extra = policy.actor.get_action_dist_params(obs)
+            distribution = policy.actor.action_dist.proba_distribution(mean, log_std, **extra)
+            return from_sb3(distribution, self.log_prob_floor, self._bounds), None
+        if isinstance(policy, TD3Policy):
+            center, half = self._bounds if self._bounds is not None else (torch.zeros(()), torch.ones(()))
+            mean = center + half * policy.actor(obs)  # tanh output in [-1, 1], unscaled as TD3's predict does
+            return DiagGaussian(mean, torch.log(self.deterministic_std * half).expand_as(mean)), None
+        assert isinstance(policy, ActorCriticPolicy)
+        dist, values = actor_critic_outputs(policy, obs, self.log_prob_floor)
+        return self.tempered(dist), values
+
+    def tempered(self, dist: ActionDist) -> ActionDist:
+        """pi_T = softmax(logits / T) for categorical teachers; other families are returned as they are."""
+        if self.temperature != 1.0 and isinstance(dist, Categorical):
+            return Categorical.from_logits(dist.logits / self.temperature, self.log_prob_floor)
+        if self.temperature != 1.0 and isinstance(dist, MultiCategorical):
+            return MultiCategorical(torch.log_softmax(dist.logits / self.temperature, dim=-1))
+        return dist
 
 
 def load_teacher(
@@ -297,11 +403,14 @@ def load_teacher(
     trust: bool = False,
     temperature: float = 1.0,
     log_prob_floor: float | None = None,
+    deterministic_std: float = 0.1,
 ) -> Teacher:
     policy_class = _policy_class(checkpoint, trust)
     kwargs = _policy_kwargs(checkpoint, trust)
-    if issubclass(policy_class, ActorCriticPolicy):
+    if issubclass(policy_class, ActorCriticPolicy | SACPolicy):
         kwargs.setdefault("use_sde", bool(checkpoint.data.get("use_sde", False)))
+    if policy_class.__module__.startswith("sb3_contrib.qrdqn") and isinstance(checkpoint.data.get("n_quantiles"), int):
+        kwargs.setdefault("n_quantiles", checkpoint.data["n_quantiles"])
     try:
         policy = policy_class(observation_space, action_space, lambda _: 0.0, **kwargs)
         policy.load_state_dict(checkpoint.policy_state)
@@ -313,7 +422,12 @@ def load_teacher(
     broken = [name for name, tensor in policy.state_dict().items() if not torch.isfinite(tensor).all()]
     if broken:
         raise DistillError(f"{checkpoint.path}: the weights contain NaN or infinite values ({broken[0]})")
-    return Teacher(policy.to(device), checkpoint.algo, temperature, log_prob_floor)
+    cls = Teacher
+    if type(policy).__module__.startswith("sb3_contrib.common."):  # RecurrentPPO, MaskablePPO: stateful or masked
+        from distillcli.contrib import teacher_class
+
+        cls = teacher_class(policy)
+    return cls(policy.to(device), checkpoint.algo, temperature, log_prob_floor, deterministic_std)
 
 
 def infer_env_id(path: Path) -> str | None:

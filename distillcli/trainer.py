@@ -24,7 +24,7 @@ from torch import Tensor
 from distillcli.distributions import ActionDist
 from distillcli.methods import Control, Method
 from distillcli.objectives import ObjectiveOptions, Terms
-from distillcli.rollout import Collector, PolicyFn, Rollout
+from distillcli.rollout import Collector, PolicyFn, Rollout, masked
 
 Baseline = Literal["critic", "mean", "none"]
 
@@ -86,13 +86,12 @@ def discounted_advantages(
     recursion stops at every episode end, so a truncated episode bootstraps from its real last state.
     """
     alive = 1.0 - terminated.float()
-    carry = 1.0 - episode_ends.float()
+    carry = (1.0 - episode_ends.float()) * (gamma * lam)
     deltas = rewards + gamma * alive * next_values - values
-    advantages = torch.zeros_like(rewards)
+    advantages = torch.empty_like(rewards)
     running = torch.zeros_like(rewards[0])
     for t in reversed(range(rewards.shape[0])):
-        running = deltas[t] + gamma * lam * carry[t] * running
-        advantages[t] = running
+        running = torch.addcmul(deltas[t], carry[t], running, out=advantages[t])  # one op per step
     return advantages
 
 
@@ -114,7 +113,7 @@ def reward_terms(rollout: Rollout, student: PolicyFn, options: ObjectiveOptions)
         dist_all, values_all = _flat_apply(student, rollout.obs)
         dist_final, values_final = student(rollout.final_obs)
     # A Gaussian's log_std is a parameter held by reference, not computed: detach so no target keeps a graph.
-    dist_all, dist_final = dist_all.detach(), dist_final.detach()
+    dist_all, dist_final = masked(dist_all, rollout.masks).detach(), dist_final.detach()
     assert values_all is not None and values_final is not None
     next_actions = torch.cat([rollout.actions[1:], rollout.actions[-1:]])  # last row is never used
     zeros = torch.zeros_like(rollout.env_rewards)
@@ -227,6 +226,8 @@ def segment_surrogate(
     """Eq. 1's per-step surrogate over a whole segment at once, [T, N] (one epoch, no minibatches: the plain
     estimator). ``dist`` and ``values`` are the student's on the segment's T * N states, with gradients."""
     steps, n = rollout.shape
+    if rollout.masks is not None:
+        dist = masked(dist, rollout.masks[:steps].reshape(steps * n, *rollout.masks.shape[2:]))
     actions = rollout.actions.reshape(steps * n, *rollout.actions.shape[2:])
     log_prob = dist.log_prob(actions)
     terms = Terms(
@@ -335,13 +336,16 @@ def update(
     flat_actions = rollout.actions.reshape(steps * n_envs, *rollout.actions.shape[2:])
     flat_rewards = rollout.env_rewards.reshape(-1)
     flat_teacher_values = None if rollout.teacher_values is None else rollout.teacher_values[:steps].reshape(-1)
+    masks = rollout.masks
+    flat_masks = None if masks is None else masks[:steps].reshape(steps * n_envs, *masks.shape[2:])
     old_log_probs = targets.old_log_probs.reshape(-1)
     advantages = None if targets.advantages is None else targets.advantages.reshape(-1)
     value_targets = None if targets.value_targets is None else targets.value_targets.reshape(-1)
 
     batch = steps * n_envs
     minibatch = min(settings.minibatch_size, batch)
-    sums: dict[str, float] = {"loss": 0.0, "score": 0.0, "value_loss": 0.0}
+    # Summed as tensors and read once at the end: a float() per minibatch costs more than a small model's step.
+    sums: dict[str, Tensor] = {}
     n_minibatches = 0
     for _ in range(settings.epochs):
         order = torch.randperm(batch, device=flat_obs.device)
@@ -349,6 +353,8 @@ def update(
             index = order[begin : begin + minibatch]
             dist, values = student(flat_obs[index])
             assert values is not None
+            if flat_masks is not None:
+                dist = masked(dist, flat_masks[index])
             terms = Terms(
                 student=dist,
                 teacher=flat_teacher[index],
@@ -367,19 +373,21 @@ def update(
                 settings.value_coef,
             )
             loss = total.mean()
-            if not torch.isfinite(loss):
-                raise Diverged("the loss became NaN or infinite")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
             optimizer.step()
             n_minibatches += 1
             for key, value in parts.items():
-                sums[key] += float(value.detach().mean())
-    for parameter in parameters:
-        if not torch.isfinite(parameter).all():
-            raise Diverged("a student parameter became NaN or infinite")
-    metrics = {key: value / max(n_minibatches, 1) for key, value in sums.items()}
+                sums[key] = sums.get(key, 0.0) + value.detach().mean()
+    # A NaN loss makes NaN gradients and parameters: checked once per segment (train() then restores the last
+    # good student), not with a synchronising check per minibatch.
+    means = {key: float(value) / max(n_minibatches, 1) for key, value in sums.items()}
+    if not all(math.isfinite(value) for value in means.values()):
+        raise Diverged("the loss became NaN or infinite")
+    if not all(bool(torch.isfinite(parameter).all()) for parameter in parameters):
+        raise Diverged("a student parameter became NaN or infinite")
+    metrics = {key: means.get(key, 0.0) for key in ("loss", "score", "value_loss")}
     metrics["kl_teacher_student"] = targets.kl_teacher_student
     if targets.pseudo_rewards is not None:
         metrics["pseudo_reward"] = float(targets.pseudo_rewards.mean())
