@@ -35,11 +35,11 @@ format:
 	$(VENV)/bin/ruff format distillcli tests scripts bench
 	$(VENV)/bin/ruff check --fix distillcli tests scripts bench
 
-bench:  ## CartPole benchmark: 5 methods x 3 seeds (minutes); results in bench/results/
-	$(PY) bench/cartpole.py
+bench:  ## CartPole + LunarLander: methods x 2 seeds, PPO from scratch, throughput (about 15 min); bench/results/
+	$(PY) bench/bench.py
 
-bench-full:  ## every method x 5 seeds
-	$(PY) bench/cartpole.py --methods all --seeds 0,1,2,3,4 --out bench/results/cartpole-full.json
+bench-full:  ## every method x 5 seeds, PPO from scratch x 3 seeds to 1.5M steps (hours)
+	$(PY) bench/bench.py --full --out bench/results/bench-full.json
 
 docs:  ## the CLI reference in docs/cli.md, from the commands' own help
 	$(PY) scripts/cli_reference.py > docs/cli.md

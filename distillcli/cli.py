@@ -32,8 +32,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-stderr = Console(stderr=True)
-stdout = Console()
+# No emoji codes: user text such as `--student-net cnn:x:...` must print as typed, not as an emoji.
+stderr = Console(stderr=True, emoji=False)
+stdout = Console(emoji=False)
 
 
 def _print_json(data: Any) -> None:
@@ -343,9 +344,16 @@ def sweep(
     methods: Annotated[str, typer.Option("--methods", "-m", help="methods, comma-separated (or all)")],
     seeds: Annotated[str, typer.Option("--seeds", help="seeds, comma-separated")] = "0,1,2",
     student_nets: Annotated[
-        str | None, typer.Option("--student-nets", help="student sizes separated by '/', e.g. 32,32/64,64")
+        str | None,
+        typer.Option(
+            "--student-nets", help="student sizes separated by '/', e.g. 32,32/64,64 (cnn:256/64,64 is one CNN student)"
+        ),
     ] = None,
     teacher: Annotated[str | None, typer.Option("--teacher", "-t", help=_h("teacher"))] = None,
+    load_best: Annotated[bool | None, typer.Option("--load-best", help=_h("load_best"))] = None,
+    load_checkpoint: Annotated[int | None, typer.Option("--load-checkpoint", help=_h("load_checkpoint"))] = None,
+    teacher_noise: Annotated[float | None, typer.Option("--teacher-noise", help=_h("teacher_noise"))] = None,
+    trust_checkpoint: Annotated[bool | None, typer.Option("--trust-checkpoint", help=_h("trust_checkpoint"))] = None,
     env: Annotated[str | None, typer.Option("--env", help=_h("env"))] = None,
     steps: Annotated[int | None, typer.Option("--steps", "-n", help=_h("steps"))] = None,
     eval_every: Annotated[int | None, typer.Option("--eval-every", help=_h("eval_every"))] = None,
@@ -375,6 +383,11 @@ def sweep(
 
     given = {
         "teacher": teacher,
+        "load_best": load_best,
+        "load_checkpoint": load_checkpoint,
+        "teacher_noise": teacher_noise,
+        # The refusals of an unsafe teacher name --trust-checkpoint: the sweep must take it too.
+        "trust_checkpoint": trust_checkpoint,
         "env": env,
         "steps": steps,
         "eval_every": eval_every,

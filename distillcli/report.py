@@ -64,10 +64,13 @@ def reached(student: float, teacher: float) -> bool:
 
 
 def net_label(net: Any) -> str:
-    """[32, 32] or "32,32" -> "32x32" (run names and table rows)."""
+    """[32, 32] or "32,32" -> "32x32"; "cnn:256/64,64" -> "cnn256-64x64" (run names and table rows).
+
+    A run's name is its directory's name: no '/' (a subdirectory) and no ':' (not allowed on Windows).
+    """
     if isinstance(net, list | tuple):
         return "x".join(str(w) for w in net)
-    return str(net).replace(",", "x").replace(" ", "")
+    return str(net).replace(",", "x").replace(" ", "").replace(":", "").replace("/", "-")
 
 
 @dataclass

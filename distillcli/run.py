@@ -157,6 +157,17 @@ def prepare(
     return Setup(checkpoint, teacher, env_id, device, stack, observation_space)
 
 
+def check_action_masks(setup: Setup, seed: int) -> None:
+    """A MaskablePPO teacher needs an env with ``action_masks()``: say so before any run directory exists."""
+    if setup.teacher.algo != "MaskablePPO":
+        return
+    probe = setup.make_env(1, seed)
+    try:
+        read_masks(probe, setup.device)
+    finally:
+        probe.close()
+
+
 def _bare_stack(checkpoint: Checkpoint, path: Path, env: str | None, hint: str = "pass --env ENV_ID") -> EnvStack:
     """The env of a zip with no rl-zoo folder around it: its id (inferred from the name unless --env), and for an
     Atari teacher with 84x84xK frames SB3's AtariWrapper + VecFrameStack(K), as ``make_atari_env`` trains it."""
@@ -270,12 +281,7 @@ def run(config: RunConfig, progress: Progress | None = None, resume: ResumeState
     if method.needs_teacher_value and not teacher.has_value:
         raise DistillError(f"method {method.name} needs a teacher value function; a {teacher.algo} teacher has none")
     net = parse_student_net(config.student_net, teacher.policy, setup.observation_space)
-    if teacher.algo == "MaskablePPO":  # the env must give action masks: say so before the run directory exists
-        probe = setup.make_env(1, config.seed)
-        try:
-            read_masks(probe, setup.device)
-        finally:
-            probe.close()
+    check_action_masks(setup, config.seed)
     if resume is None:
         run_dir = claim_run_dir(config.out, setup.env_id, method.name, config.force)
     else:

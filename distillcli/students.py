@@ -125,6 +125,19 @@ def parse_student_net(spec: str, teacher_policy: BasePolicy, observation_space: 
     return StudentNet(layers, features)
 
 
+def _fuse_adam(policy: BasePolicy) -> None:
+    """SB3's Adam (same lr and eps) with torch's fused kernel: one call instead of ~8 ops per parameter tensor,
+    a fifth of the optimiser's time for a small network. Where the kernel is missing, SB3's stays."""
+    old = policy.optimizer
+    if type(old) is not torch.optim.Adam:
+        return
+    group = old.param_groups[0]
+    try:
+        policy.optimizer = torch.optim.Adam(policy.parameters(), lr=group["lr"], eps=group["eps"], fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return
+
+
 class Student:
     """The SB3 model being distilled, seen as ``obs -> (pi_th(.|s), V_th(s))`` with gradients."""
 
@@ -186,6 +199,7 @@ class Student:
             with torch.no_grad():
                 model.policy.value_net.weight.zero_()
                 model.policy.value_net.bias.zero_()
+        _fuse_adam(model.policy)
         if masked:
             from distillcli.contrib import MaskableStudent
 

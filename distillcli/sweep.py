@@ -15,6 +15,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import threading
@@ -66,10 +67,20 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def parse_nets(text: str) -> list[str]:
-    """``32,32/64,64`` -> ["32,32", "64,64"]: student sizes separated by '/', each like --student-net."""
-    nets = []
+    """``32,32/64,64`` -> ["32,32", "64,64"]: student sizes separated by '/', each like --student-net.
+
+    A CNN spec keeps its own '/': ``cnn:256/64,64/cnn`` -> ["cnn:256/64,64", "cnn"] (the widths right after a
+    ``cnn`` part are its layers). CNN specs are checked against the teacher's observations in :func:`plan`.
+    """
+    nets: list[str] = []
     for part in text.split("/"):
         spec = part.strip().replace(" ", "")
+        if spec.lower().startswith("cnn"):
+            nets.append(spec.lower())
+            continue
+        if nets and nets[-1].startswith("cnn") and "/" not in nets[-1] and re.fullmatch(r"[\d,]+", spec):
+            nets[-1] += f"/{spec}"
+            continue
         if spec.lower() == "auto":
             nets.append("auto")
             continue
@@ -80,7 +91,7 @@ def parse_nets(text: str) -> list[str]:
         if not widths or any(w <= 0 for w in widths):
             raise DistillError(
                 f"--student-nets must be student sizes separated by '/', each positive widths like 32,32 "
-                f"(or auto): e.g. 32,32/64,64; got {text!r}"
+                f"(or auto, or cnn:256/64,64 for images): e.g. 32,32/64,64; got {text!r}"
             )
         nets.append(",".join(map(str, widths)))
     return nets
@@ -129,8 +140,8 @@ class Plan:
 
 def plan(options: SweepOptions) -> Plan:
     """Check everything shared by the runs, once, and list the runs still to do."""
-    from distillcli.run import parse_schedule, prepare
-    from distillcli.students import parse_net
+    from distillcli.run import check_action_masks, parse_schedule, prepare
+    from distillcli.students import parse_student_net
 
     if options.backend not in BACKENDS:
         raise DistillError(f"--backend must be one of {', '.join(BACKENDS)}, got {options.backend!r}")
@@ -153,11 +164,17 @@ def plan(options: SweepOptions) -> Plan:
         temperature=base.temperature,
         log_prob_floor=base.logprob_floor,
         deterministic_std=base.teacher_noise,
+        load_best=base.load_best,
+        load_checkpoint=base.load_checkpoint,
     )
     for name in options.methods:
         if get_method(name).needs_teacher_value and not setup.teacher.has_value:
             raise DistillError(f"method {name} needs a teacher value function; a {setup.teacher.algo} teacher has none")
-    nets = [",".join(map(str, parse_net(spec, setup.teacher.policy))) for spec in options.nets or [base.student_net]]
+    check_action_masks(setup, base.seed)
+    # As `distill run` parses --student-net; the resolved spec (auto made explicit) names the run and parses back
+    # to the same student in the worker.
+    specs = options.nets or [base.student_net]
+    nets = [str(parse_student_net(spec, setup.teacher.policy, setup.observation_space)) for spec in specs]
     nets = _distinct("--student-nets", nets)  # auto may equal an explicit size
     out = options.out or Path("runs") / f"sweep-{setup.env_id.replace('/', '-')}"
     if out.exists() and not out.is_dir():

@@ -171,7 +171,7 @@ def _frame_stack(value: Any, where: str) -> int:
     if value is None or value is False:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise DistillError(f"{where}: frame_stack must be a non-negative integer, got {value!r}")
+        raise DistillError(f"{where} must be a non-negative integer, got {value!r}")  # where: "<file> frame_stack"
     return value
 
 

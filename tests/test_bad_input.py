@@ -10,20 +10,27 @@ from __future__ import annotations
 import io
 import json
 import math
+import pickle
+import shutil
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.policies import ActorCriticPolicy
 
 from distillcli.config import RunConfig
 from distillcli.errors import DistillError
+from distillcli.students import parse_student_net
 from distillcli.teachers import check_spaces, load_teacher, read_checkpoint
+from tests.test_zoo import _dump, make_zoo_folder
 
 
 class Result(Protocol):
@@ -276,6 +283,138 @@ def test_eval_mistake(
 
 def test_unknown_command(cli: CLI) -> None:
     assert_one_error_line(cli("distil"), "No such command 'distil'")
+
+
+# ---------------------------------------------------------------------------------------------- teacher families
+# The rl-zoo folder, CNN and sb3-contrib cases of docs/bad-input.md that tests/test_zoo.py, test_atari.py and
+# test_contrib.py do not already check.
+
+
+class _CustomPolicy(ActorCriticPolicy):
+    """A policy class outside SB3: its checkpoint names a class only unpickling can rebuild."""
+
+
+def _zoo_variant(source: Path, root: Path, name: str, config: dict[str, object] | None = None) -> Path:
+    folder = root / name / source.name
+    shutil.copytree(source, folder)
+    if config is not None:
+        _dump(folder / "Pendulum-v1" / "config.yml", config)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def families(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """rl-zoo folders with one thing wrong each, a SAC teacher (no V_pi) and a custom-policy checkpoint."""
+    root = tmp_path_factory.mktemp("families")
+    source = make_zoo_folder(root / "source")
+    _zoo_variant(source, root, "ok")
+    _zoo_variant(source, root, "not-class-path", {"env_wrapper": "TimeLimit"})
+    _zoo_variant(source, root, "no-such-wrapper", {"env_wrapper": "gymnasium.wrappers.NoSuchWrapper"})
+    _zoo_variant(source, root, "not-vec-wrapper", {"vec_env_wrapper": "gymnasium.wrappers.TimeLimit"})
+    _zoo_variant(source, root, "bad-frame-stack", {"frame_stack": -1, "normalize": True})
+    stats = _zoo_variant(source, root, "not-vecnormalize") / "Pendulum-v1"
+    (stats / "vecnormalize.pkl").write_bytes(pickle.dumps({"norm_obs": True}))
+    stats = _zoo_variant(source, root, "bad-yaml") / "Pendulum-v1"
+    (stats / "config.yml").write_text("normalize: [true\n")
+    stats = _zoo_variant(source, root, "list-yaml") / "Pendulum-v1"
+    (stats / "config.yml").write_text("- normalize\n")
+    stats = _zoo_variant(source, root, "bad-gym-packages") / "Pendulum-v1"
+    text = (stats / "args.yml").read_text()
+    assert "- - gym_packages\n    - []" in text
+    (stats / "args.yml").write_text(text.replace("- - gym_packages\n    - []", "- - gym_packages\n    - [no_such_pkg]"))
+    SAC("MlpPolicy", "Pendulum-v1", seed=0, device="cpu").save(root / "sac-Pendulum-v1.zip")
+    PPO(_CustomPolicy, "CartPole-v1", seed=0, device="cpu").save(root / "custom-CartPole-v1.zip")
+    return root
+
+
+FAMILY_CASES = [
+    pytest.param(
+        ("run", "--teacher", "{zoo}/ok/Pendulum-v1_1", "--load-best", "--load-checkpoint", "1000"),
+        "error: --load-best and --load-checkpoint choose different models: give one of them",
+        id="load-best-and-checkpoint",
+    ),
+    pytest.param(
+        ("run", "--teacher", "{zoo}/ok/Pendulum-v1_1", "--load-checkpoint", "-1"),
+        "error: --load-checkpoint must be a positive number of steps, got -1",
+        id="load-checkpoint-negative",
+    ),
+    pytest.param(
+        ("eval", "{zoo}/ok/Pendulum-v1_1", "--load-best"),
+        "error: --load-best and --load-checkpoint pick the teacher's model: give --teacher too",
+        id="eval-load-best-without-teacher",
+    ),
+    pytest.param(
+        ("run", "--teacher", "{zoo}/not-class-path/Pendulum-v1_1"),
+        "config.yml env_wrapper: 'TimeLimit' is not a class path like gymnasium.wrappers.TimeLimit",
+        id="wrapper-not-a-class-path",
+    ),
+    pytest.param(
+        ("run", "--teacher", "{zoo}/no-such-wrapper/Pendulum-v1_1"),
+        "config.yml env_wrapper: gymnasium.wrappers has no wrapper NoSuchWrapper",
+        id="wrapper-missing",
+    ),
+    pytest.param(
+        ("run", "--teacher", "{zoo}/not-vec-wrapper/Pendulum-v1_1"),
+        "config.yml vec_env_wrapper: gymnasium.wrappers.TimeLimit is not a VecEnvWrapper",
+        id="wrapper-wrong-kind",
+    ),
+    pytest.param(
+        ("run", "--teacher", "{zoo}/bad-frame-stack/Pendulum-v1_1"),
+        "config.yml frame_stack must be a non-negative integer, got -1",
+        id="frame-stack-negative",
+    ),
+    pytest.param(
+        ("run", "--teacher", "{zoo}/not-vecnormalize/Pendulum-v1_1"),
+        "vecnormalize.pkl is not a VecNormalize save (VecNormalize.save writes one)",
+        id="stats-not-vecnormalize",
+    ),
+    pytest.param(
+        ("run", "--teacher", "{zoo}/bad-yaml/Pendulum-v1_1"),
+        "config.yml is not readable YAML (while parsing a flow sequence)",
+        id="yaml-unreadable",
+    ),
+    pytest.param(
+        ("run", "--teacher", "{zoo}/list-yaml/Pendulum-v1_1"),
+        "config.yml must hold a mapping of options, got list",
+        id="yaml-not-a-mapping",
+    ),
+    pytest.param(
+        ("run", "--teacher", "{zoo}/bad-gym-packages/Pendulum-v1_1"),
+        "args.yml: gym package no_such_pkg cannot be imported (No module named 'no_such_pkg')",
+        id="gym-package-missing",
+    ),
+    pytest.param(
+        ("run", "--teacher", "{zoo}/sac-Pendulum-v1.zip", "--method", "teacher-v-reward"),
+        "error: method teacher-v-reward needs a teacher value function; a SAC teacher has none",
+        id="v-pi-method-on-sac",
+    ),
+    pytest.param(
+        ("run", "--teacher", "{zoo}/custom-CartPole-v1.zip"),
+        "can only be read by unpickling, which runs code from the file; pass --trust-checkpoint",
+        id="custom-policy-class",
+    ),
+]
+
+
+@pytest.mark.parametrize(("options", "says"), FAMILY_CASES)
+def test_teacher_family_mistake(cli: CLI, tmp_path: Path, families: Path, options: tuple[str, ...], says: str) -> None:
+    command, *rest = _fill(options, zoo=families)
+    out = tmp_path / "out"
+    result = cli(command, *rest, *((*TINY_RUN, "--out", out) if command == "run" else ()))
+    assert_one_error_line(result, says)
+    assert not out.exists()
+
+
+def test_cnn_specs_on_images_are_checked(teacher_zip: Path) -> None:
+    policy = load_teacher(
+        read_checkpoint(teacher_zip), CARTPOLE.observation_space, CARTPOLE.action_space, torch.device("cpu")
+    ).policy
+    frames = gym.spaces.Box(0, 255, (4, 84, 84), dtype=np.uint8)
+    with pytest.raises(DistillError, match=r"^--student-net must look like cnn, cnn:256 or cnn:256/64,64, got"):
+        parse_student_net("cnn:wide", policy, frames)
+    small = gym.spaces.Box(0, 255, (3, 32, 32), dtype=np.uint8)
+    with pytest.raises(DistillError, match=r"NatureCNN needs frames of at least 36x36, these are Box\(3, 32, 32\)"):
+        parse_student_net("cnn", policy, small)
 
 
 # ---------------------------------------------------------------------------------------------- the run directory

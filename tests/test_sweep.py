@@ -23,8 +23,13 @@ from typing import Any
 
 import pytest
 
-from distillcli.report import RunRecord, mean_ci, reached, t975
+from distillcli.envs import ATARI_WRAPPER
+from distillcli.report import RunRecord, mean_ci, net_label, reached, t975
+from distillcli.sweep import SweepOptions, parse_nets, plan
 from tests.conftest import CLI
+from tests.test_atari import ENV_ID as PONG
+from tests.test_atari import _dump, _pong_teacher
+from tests.test_zoo import make_zoo_folder
 
 GRID = ("--methods", "expected-entropy,bc", "--seeds", "0,1")
 TINY = ("--steps", "4096", "--eval-every", "1024", "--eval-episodes", "2")
@@ -257,6 +262,108 @@ def test_ray_backend_gives_the_same_runs_and_table(
     assert same == [{k: v for k, v in g.items() if k not in strip} for g in local["groups"]]
     assert (tmp_path / "ray" / "table.md").read_text().count("| 2/2 |") == 2
     assert (local_out / "table.md").is_file()
+
+
+# ---------------------------------------------------------------------------------------------- teacher families
+
+
+def test_student_nets_keep_a_cnn_spec_whole() -> None:
+    # A CNN spec's own '/' binds the widths right after it; anything else starts the next student.
+    assert parse_nets("32,32/cnn:256/64,64/cnn/auto") == ["32,32", "cnn:256/64,64", "cnn", "auto"]
+    assert parse_nets("64,64/cnn:256") == ["64,64", "cnn:256"]
+    assert parse_nets("cnn:128/cnn:64/32") == ["cnn:128", "cnn:64/32"]
+    # Run names are directory names: no '/' and no ':'.
+    assert net_label("cnn:256/64,64") == "cnn256-64x64" and net_label("cnn:256") == "cnn256"
+    assert net_label("32,32") == "32x32" and net_label([8, 8]) == "8x8"
+
+
+def test_sweep_over_an_rl_zoo_folder_with_load_best(cli: CLI, tmp_path: Path) -> None:
+    folder = make_zoo_folder(tmp_path)
+    out = tmp_path / "sweep"
+    args = ("sweep", "--methods", "bc", "--seeds", "0", "--teacher", folder, "--steps", "1024", "--eval-every", "0")
+    args += ("--eval-episodes", "1", "--out", out, "-q")
+    result = cli(*args, "--load-best", "--teacher-noise", "0.2", "--json")
+    assert result.code == 0, result.stderr
+    (run,) = result.json()["runs"]
+    assert run["name"] == "bc-s0-32x32" and run["status"] == "finished", run
+    assert run["summary"]["teacher"].endswith("Pendulum-v1_1/best_model.zip")
+    config = json.loads((out / run["name"] / "config.json").read_text())
+    assert config["load_best"] is True and config["teacher_noise"] == 0.2
+    assert (out / run["name"] / "vecnormalize.pkl").is_file()  # the folder's env, as with distill run
+
+    again = cli(*args, "--load-best", "--teacher-noise", "0.2", "--json")
+    assert again.code == 0 and again.json()["runs"][0]["reused"], again.stderr
+    # Another model of the same folder is another teacher: not mixed into the finished run.
+    other = cli(*args, "--load-checkpoint", "1000", "--teacher-noise", "0.2")
+    assert other.code == 2 and "rl_model_1000_steps.zip" in other.stderr and "--force" in other.stderr
+    missing = cli(*args[:-3], "--out", tmp_path / "none", "--load-checkpoint", "5")
+    assert missing.code == 2 and len(missing.stderr.strip().splitlines()) == 1
+    assert "error: --load-checkpoint 5: no rl_model_5_steps.zip in" in missing.stderr
+    assert "(checkpoints saved: 1000)" in missing.stderr and not (tmp_path / "none").exists()
+
+    # A wrapper outside the allow-list: refused with a line naming --trust-checkpoint, which the sweep takes.
+    _dump(folder / "Pendulum-v1" / "config.yml", {"env_wrapper": "mypackage.wrappers.MyWrapper"})
+    refused = cli("sweep", "--methods", "bc", "--teacher", folder, "--out", tmp_path / "none")
+    assert refused.code == 2 and "pass --trust-checkpoint" in refused.stderr
+    trusted = cli("sweep", "--methods", "bc", "--teacher", folder, "--out", tmp_path / "none", "--trust-checkpoint")
+    assert trusted.code == 2 and "cannot import wrapper mypackage.wrappers.MyWrapper" in trusted.stderr
+    assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("spec", ["cnn", "cnn:64/32"])
+def test_cnn_student_nets_on_vector_observations_fail_like_run(cli: CLI, tmp_path: Path, spec: str) -> None:
+    swept = cli("sweep", "--methods", "bc", "--student-nets", f"32,32/{spec}", "--out", tmp_path / "sweep")
+    ran = cli("run", "--student-net", spec, "--out", tmp_path / "run")
+    assert swept.code == ran.code == 2 and swept.stdout == ""
+    assert swept.stderr == ran.stderr and len(swept.stderr.strip().splitlines()) == 1
+    assert swept.stderr.startswith(f"error: --student-net {spec}: a CNN needs image observations")
+    assert not (tmp_path / "sweep").exists() and not (tmp_path / "run").exists()
+
+
+def test_sweep_distils_cnn_students_on_image_observations(cli: CLI, tmp_path: Path) -> None:
+    teacher = _pong_teacher(tmp_path / "ppo-ALE-Pong-v5.zip")  # skips without the atari extra
+    # An rl-zoo folder: env_kwargs keep evaluation episodes short.
+    folder = tmp_path / "logs" / "ppo" / "ALE-Pong-v5_1"
+    (folder / "ALE-Pong-v5").mkdir(parents=True)
+    (folder / "ALE-Pong-v5.zip").write_bytes(teacher.read_bytes())
+    config = {"env_wrapper": [ATARI_WRAPPER], "frame_stack": 4, "normalize": False, "policy": "CnnPolicy"}
+    _dump(folder / "ALE-Pong-v5" / "config.yml", config)
+    args = {"algo": "ppo", "env": PONG, "env_kwargs": {"max_episode_steps": 200}, "gym_packages": [], "seed": 0}
+    _dump(folder / "ALE-Pong-v5" / "args.yml", args)
+
+    # The names and specs of the runs, as run would build them: auto is half the teacher's NatureCNN.
+    nets = parse_nets("auto/cnn:64/32/16,16")
+    the_plan = plan(SweepOptions(["bc"], [0], nets, {"teacher": str(folder)}, out=tmp_path / "planned"))
+    assert [(task.name, task.config.student_net) for task in the_plan.tasks] == [
+        ("bc-s0-cnn256", "cnn:256"),
+        ("bc-s0-cnn64-32", "cnn:64/32"),
+        ("bc-s0-16x16", "16,16"),
+    ]
+    assert not (tmp_path / "planned").exists()
+
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps({"n_envs": 2, "n_steps": 32, "minibatch_size": 64, "epochs": 1}))
+    out = tmp_path / "sweep"
+    result = cli(
+        "sweep", "--methods", "bc", "--seeds", "0", "--teacher", folder, "--config", tiny, "--steps", "128",
+        "--eval-every", "0", "--eval-episodes", "1", "--out", out, "-q", "--json",
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    (run,) = result.json()["runs"]
+    assert run["name"] == "bc-s0-cnn256" and run["status"] == "finished", run
+    assert run["summary"]["student_net"] == "cnn:256" and run["net"] == "cnn256"
+
+
+def test_maskable_teacher_without_masks_fails_before_the_sweep(cli: CLI, tmp_path: Path) -> None:
+    contrib = pytest.importorskip("sb3_contrib")
+    teacher = tmp_path / "maskable-CartPole-v1.zip"
+    contrib.MaskablePPO("MlpPolicy", "CartPole-v1", seed=0, device="cpu").save(teacher)
+    result = cli("sweep", "--methods", "bc", "--teacher", teacher, "--out", tmp_path / "out")
+    assert result.code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.strip() == (
+        "error: a MaskablePPO policy needs an environment with an action_masks() method; this one has none"
+    )
+    assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------------------------------- mistakes
