@@ -6,6 +6,7 @@ wrong is checked before the run directory is created, so a failed start leaves n
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.resources
 import io
@@ -17,7 +18,7 @@ import shutil
 import signal
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +52,25 @@ Progress = Callable[[dict[str, float]], None]
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _deferred_interrupts() -> Iterator[list[int]]:
+    """Record SIGINT/SIGTERM instead of raising them inside the block; the list says which arrived."""
+    received: list[int] = []
+    try:
+        previous = {sig: signal.signal(sig, lambda signum, _: received.append(signum)) for sig in _STOP_SIGNALS}
+    except ValueError:  # not the main thread: signals are not delivered here anyway
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def bundled_teacher() -> Path:
@@ -390,43 +410,48 @@ def run(config: RunConfig, progress: Progress | None = None, resume: ResumeState
         venv.close()
         signal.signal(signal.SIGTERM, previous_sigterm)
     wall = time.perf_counter() - started
-    student.save(run_dir / "student.zip", steps)  # first, so a second interrupt cannot lose it
-    final_eval = evaluate_student()
-    sink.write({"env_steps": steps, **_summary_of_eval(final_eval, "student")}, prefix="eval")
-    sink.close()
-    observation = np.asarray(venv.observation_space.sample())
-    summary: dict[str, Any] = {
-        "status": status,
-        "method": method.name,
-        "control": control,
-        "env_id": setup.env_id,
-        "teacher": str(setup.checkpoint.path),
-        "teacher_algo": teacher.algo,
-        "device": str(setup.device),
-        "run_dir": str(run_dir),
-        "student_path": str(run_dir / "student.zip"),
-        "teacher_return": teacher_eval.mean,
-        "teacher_return_std": teacher_eval.std,
-        "student_return": final_eval.mean,
-        "student_return_std": final_eval.std,
-        "return_ratio": return_ratio(final_eval.mean, teacher_eval.mean),
-        "eval_episodes": config.eval_episodes,
-        "env_steps": steps,
-        "wall_seconds": wall,
-        "student_net": net.summary,
-        "student_params": student.n_params,
-        "teacher_params": teacher.n_params,
-        "param_ratio": student.n_params / teacher.n_params,
-        "kl_start": start_eval.kl_teacher_student if resume is None else resume.kl_start,
-        "kl_end": final_eval.kl_teacher_student,
-        "reverse_kl_end": final_eval.kl_student_teacher,
-        "agreement": final_eval.agreement,
-        "student_latency_us": latency_us(student.policy, observation),
-        "teacher_latency_us": latency_us(teacher.policy, observation),
-        "seed": config.seed,
-        "versions": versions(),
-    }
-    atomic_write_json(run_dir / "summary.json", summary)
+    # A Ctrl-C or SIGTERM now waits until the student, its final evaluation and the summary are written, so the
+    # run directory is never left without its summary; it is raised again afterwards.
+    with _deferred_interrupts() as interrupted:
+        student.save(run_dir / "student.zip", steps)  # first, so a second interrupt cannot lose it
+        final_eval = evaluate_student()
+        sink.write({"env_steps": steps, **_summary_of_eval(final_eval, "student")}, prefix="eval")
+        sink.close()
+        observation = np.asarray(venv.observation_space.sample())
+        summary: dict[str, Any] = {
+            "status": status,
+            "method": method.name,
+            "control": control,
+            "env_id": setup.env_id,
+            "teacher": str(setup.checkpoint.path),
+            "teacher_algo": teacher.algo,
+            "device": str(setup.device),
+            "run_dir": str(run_dir),
+            "student_path": str(run_dir / "student.zip"),
+            "teacher_return": teacher_eval.mean,
+            "teacher_return_std": teacher_eval.std,
+            "student_return": final_eval.mean,
+            "student_return_std": final_eval.std,
+            "return_ratio": return_ratio(final_eval.mean, teacher_eval.mean),
+            "eval_episodes": config.eval_episodes,
+            "env_steps": steps,
+            "wall_seconds": wall,
+            "student_net": net.summary,
+            "student_params": student.n_params,
+            "teacher_params": teacher.n_params,
+            "param_ratio": student.n_params / teacher.n_params,
+            "kl_start": start_eval.kl_teacher_student if resume is None else resume.kl_start,
+            "kl_end": final_eval.kl_teacher_student,
+            "reverse_kl_end": final_eval.kl_student_teacher,
+            "agreement": final_eval.agreement,
+            "student_latency_us": latency_us(student.policy, observation),
+            "teacher_latency_us": latency_us(teacher.policy, observation),
+            "seed": config.seed,
+            "versions": versions(),
+        }
+        atomic_write_json(run_dir / "summary.json", summary)
+    if interrupted and status == "finished":
+        raise KeyboardInterrupt  # the run is complete and saved; the caller still learns the user asked to stop
     if status == "interrupted":
         raise DistillError(
             f"interrupted after {steps} env steps; the student so far is in {run_dir}/student.zip "

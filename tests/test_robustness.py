@@ -128,3 +128,17 @@ def test_missing_optional_dependency_names_the_extra(cli: CLI, tmp_path: Path) -
         checked += 1
     if checked == 0:
         pytest.skip("every optional family is installed on this machine")
+
+
+def test_an_interrupt_while_the_run_is_being_saved_waits_for_the_summary() -> None:
+    import os
+    import signal
+
+    from distillcli.run import _deferred_interrupts
+
+    with _deferred_interrupts() as received:
+        os.kill(os.getpid(), signal.SIGINT)  # would raise KeyboardInterrupt here without the deferral
+        os.kill(os.getpid(), signal.SIGTERM)
+        wrote_summary = True
+    assert wrote_summary and received == [signal.SIGINT, signal.SIGTERM]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored afterwards

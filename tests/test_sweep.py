@@ -200,7 +200,7 @@ def test_report_lists_a_diverged_run_beside_a_finished_one(cli: CLI, tmp_path: P
 
 @pytest.mark.slow
 def test_ctrl_c_stops_the_runs_cleanly_and_a_rerun_resumes_them(tmp_path: Path) -> None:
-    out, steps = tmp_path / "sweep", 8192
+    out, steps = tmp_path / "sweep", 32768  # long enough that the Ctrl-C lands in training
     command = [str(EXE), "sweep", "--methods", "bc", "--seeds", "0,1", "--steps", str(steps), "--eval-episodes", "1"]
     command += ["--out", str(out), "--jobs", "2"]
     # Its own process group, as a terminal's Ctrl-C reaches every process of the foreground group; SIGINT is
