@@ -13,7 +13,7 @@ Per environment (CartPole-v1 with the bundled teacher, LunarLander-v3 with bench
   stepping of the same env with random actions (same number of envs), medians of ``--repeats`` runs, and a
   cProfile breakdown of where the loop's time goes.
 
-    python bench/bench.py                      # make bench: about 25 min on 2 CPU cores
+    python bench/bench.py                      # make bench: about 30 min on 2 CPU cores
     python bench/bench.py --full               # make bench-full: every method, 5 seeds, PPO to 1.5M steps
 Writes bench/results/bench.json (or --out) and prints markdown tables.
 """
@@ -21,10 +21,8 @@ Writes bench/results/bench.json (or --out) and prints markdown tables.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import json
 import platform
-import pstats
 import statistics
 import tempfile
 import time
@@ -36,13 +34,16 @@ from typing import Any
 import numpy as np
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
+from distillcli import trainer
 from distillcli.config import RunConfig
 from distillcli.envs import make_env
 from distillcli.evaluate import evaluate
 from distillcli.methods import method_names
+from distillcli.rollout import Collector
 from distillcli.run import EVAL_SEED_OFFSET, run, versions
+from distillcli.teachers import Teacher
 
 HERE = Path(__file__).parent
 
@@ -180,30 +181,74 @@ def raw_steps_per_second(env_id: str, n_envs: int, steps: int) -> float:
     return steps / elapsed
 
 
-def loop_throughput(env: Env, steps: int, scratch: Path, profile: bool = False) -> tuple[float, dict[str, float]]:
-    """Env steps/s of ``distill run`` with default settings and no evaluations during training."""
-    config = RunConfig(teacher=env.teacher, steps=steps, eval_every=0, out=str(scratch / "throughput"), force=True)
+# The loop's settings measured for throughput: the defaults, and large batches (a small network's gradient step
+# costs about the same for 256 states as for 2048, so fewer, larger steps per env step keep up with the env).
+LOOP_SETTINGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "large-batch": {"n_envs": 64, "n_steps": 32, "minibatch_size": 2048, "lr": 5e-3},
+}
+
+
+def loop_throughput(
+    env: Env, steps: int, scratch: Path, settings: dict[str, Any], profile: bool = False
+) -> tuple[float, dict[str, float]]:
+    """Env steps/s of ``distill run`` (default method) with no evaluations during training; with ``profile``,
+    the shares of the training time each part of the loop took."""
+    out = str(scratch / "throughput")
+    config = RunConfig(teacher=env.teacher, steps=steps, eval_every=0, out=out, force=True, **settings)
     if not profile:
         summary = run(config)
         return summary["env_steps"] / summary["wall_seconds"], {}
-    profiler = cProfile.Profile()
-    summary = profiler.runcall(run, config)
-    stats = pstats.Stats(profiler)
-    parts = {
-        "env step (VecEnv.step)": ("dummy_vec_env.py", "step_wait"),
-        "teacher forward": ("teachers.py", "__call__"),
-        "student acting (forward + sample)": ("rollout.py", "_act"),
-        "update (targets + epochs)": ("trainer.py", "update"),
-    }
-    shares: dict[str, float] = {}
-    for label, (filename, function) in parts.items():
-        shares[label] = sum(
-            entry[3]  # cumulative time
-            for (path, _, name), entry in stats.stats.items()  # type: ignore[attr-defined]
-            if path.endswith(filename) and name == function
-        )
+    # Timers around the loop's parts, counted only inside collection and training (the evaluations before and
+    # after training step the env and call the teacher too). Cheaper and more faithful than cProfile, which
+    # slows Python-heavy code (the env) far more than torch calls.
+    seconds: dict[str, float] = dict.fromkeys(("collect", "env", "teacher", "act", "update"), 0.0)
+    inside = [False]
+
+    def timed(name: str, function: Callable[..., Any], only_inside: bool = True) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if only_inside and not inside[0]:
+                return function(*args, **kwargs)
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                seconds[name] += time.perf_counter() - started
+
+        return wrapper
+
+    def collect(*args: Any, **kwargs: Any) -> Any:
+        inside[0] = True
+        try:
+            return timed("collect", original["collect"], only_inside=False)(*args, **kwargs)
+        finally:
+            inside[0] = False
+
+    original = {"collect": Collector.collect, "env": DummyVecEnv.step, "teacher": Teacher.__call__,
+                "act": Collector._act, "update": trainer.update}  # fmt: skip
+    patches = {"env": DummyVecEnv.step, "teacher": Teacher.__call__, "act": Collector._act}
+    try:
+        Collector.collect = collect  # type: ignore[method-assign]
+        DummyVecEnv.step = timed("env", patches["env"])  # type: ignore[method-assign]
+        Teacher.__call__ = timed("teacher", patches["teacher"])  # type: ignore[method-assign]
+        Collector._act = timed("act", patches["act"])  # type: ignore[method-assign]
+        trainer.update = timed("update", original["update"], only_inside=False)
+        summary = run(config)
+    finally:
+        Collector.collect = original["collect"]  # type: ignore[method-assign]
+        DummyVecEnv.step = original["env"]  # type: ignore[method-assign]
+        Teacher.__call__ = original["teacher"]  # type: ignore[method-assign]
+        Collector._act = original["act"]  # type: ignore[method-assign]
+        trainer.update = original["update"]
     total = summary["wall_seconds"]
-    shares["other loop overhead"] = max(0.0, total - sum(shares.values()))
+    shares = {
+        "env step (VecEnv.step)": seconds["env"],
+        "teacher forward": seconds["teacher"],
+        "student acting (forward + sample)": seconds["act"],
+        "collection bookkeeping": seconds["collect"] - seconds["env"] - seconds["teacher"] - seconds["act"],
+        "update (targets + epochs)": seconds["update"],
+    }
+    shares["other"] = max(0.0, total - sum(shares.values()))
     return summary["env_steps"] / total, {k: v / total for k, v in shares.items()}
 
 
@@ -250,19 +295,22 @@ def main() -> None:
                 for row in entry["ppo_from_scratch"]:
                     print(f"  PPO from scratch seed {row['seed']}: steps to 95% {row['steps_to_95']}", flush=True)
             if "throughput" not in skip:
-                steps = 40_000
-                raw, loop = [], []
-                for _ in range(args.repeats):  # interleaved, so both see the same machine load
-                    raw.append(raw_steps_per_second(name, RunConfig.n_envs, steps))
-                    loop.append(loop_throughput(env, steps, scratch)[0])
-                _, shares = loop_throughput(env, steps, scratch, profile=True)
-                entry["throughput"] = {
-                    "n_envs": RunConfig.n_envs,
-                    "raw_steps_per_second": statistics.median(raw),
-                    "loop_steps_per_second": statistics.median(loop),
-                    "ratio": statistics.median(loop) / statistics.median(raw),
-                    "profile_shares": shares,
-                }
+                entry["throughput"] = {}
+                for label, settings in LOOP_SETTINGS.items():
+                    n_envs = settings.get("n_envs", RunConfig.n_envs)
+                    raw, loop = [], []
+                    for _ in range(args.repeats):  # interleaved, so both see the same machine load
+                        raw.append(raw_steps_per_second(name, n_envs, 40_000))
+                        loop.append(loop_throughput(env, 40_000, scratch, settings)[0])
+                    _, shares = loop_throughput(env, 40_000, scratch, settings, profile=True)
+                    entry["throughput"][label] = {
+                        "settings": settings,
+                        "n_envs": n_envs,
+                        "raw_steps_per_second": statistics.median(raw),
+                        "loop_steps_per_second": statistics.median(loop),
+                        "ratio": statistics.median(loop) / statistics.median(raw),
+                        "profile_shares": shares,
+                    }
             results["envs"][name] = entry
     results["seconds"] = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -304,12 +352,11 @@ def print_tables(results: dict[str, Any]) -> None:
         for row in entry.get("ppo_from_scratch", []):
             reached = f"{row['steps_to_95']:,}" if row["steps_to_95"] else f"not within {row['budget']:,}"
             print(f"PPO from scratch (SB3, rl-zoo hyperparameters, 32x32), seed {row['seed']}: steps to 95% {reached}")
-        if "throughput" in entry:
-            t = entry["throughput"]
-            print(f"\nthroughput ({t['n_envs']} envs): raw {t['raw_steps_per_second']:,.0f} steps/s, loop "
-                  f"{t['loop_steps_per_second']:,.0f} steps/s = {t['ratio']:.0%} of raw")  # fmt: skip
-            for label, share in t["profile_shares"].items():
-                print(f"  {label}: {share:.0%}")
+        for label, t in entry.get("throughput", {}).items():
+            print(f"\nthroughput, {label} settings ({t['n_envs']} envs): raw {t['raw_steps_per_second']:,.0f} steps/s, "
+                  f"loop {t['loop_steps_per_second']:,.0f} steps/s = {t['ratio']:.0%} of raw")  # fmt: skip
+            for part, share in t["profile_shares"].items():
+                print(f"  {part}: {share:.0%}")
 
 
 if __name__ == "__main__":
