@@ -27,7 +27,7 @@ from stable_baselines3.common import distributions as sb3_dist
 from stable_baselines3.common.policies import BasePolicy
 from torch import Tensor
 
-from distillcli.distributions import ActionDist, Categorical, MultiCategorical, from_sb3
+from distillcli.distributions import ActionDist, Categorical, MultiCategorical, actor_critic_latent, from_sb3
 from distillcli.errors import DistillError
 from distillcli.students import Student
 from distillcli.teachers import Teacher
@@ -146,14 +146,7 @@ def maskable_outputs(
     policy: MaskableActorCriticPolicy, obs: Tensor, log_prob_floor: float | None = None
 ) -> tuple[ActionDist, Tensor]:
     """(pi(.|s) before masking, V(s)) of a MaskablePPO policy, with the same modules as its ``forward``."""
-    features = policy.extract_features(obs)
-    if policy.share_features_extractor:
-        latent_pi, latent_vf = policy.mlp_extractor(features)
-    else:
-        pi_features, vf_features = features
-        latent_pi = policy.mlp_extractor.forward_actor(pi_features)
-        latent_vf = policy.mlp_extractor.forward_critic(vf_features)
-    values = policy.value_net(latent_vf).squeeze(-1)
+    latent_pi, values = actor_critic_latent(policy, obs)
     flat = policy.action_net(latent_pi)
     if isinstance(policy.action_space, gym.spaces.Discrete):
         return Categorical.from_logits(flat, log_prob_floor), values

@@ -307,10 +307,8 @@ def stack(dists: list[ActionDist]) -> ActionDist:
     return replace(first, **{f.name: torch.stack([getattr(d, f.name) for d in dists]) for f in fields(first)})
 
 
-def actor_critic_outputs(
-    policy: ActorCriticPolicy, obs: Tensor, log_prob_floor: float | None = None
-) -> tuple[ActionDist, Tensor]:
-    """One forward pass of an SB3 actor-critic policy: (pi(.|s), V(s)), with the same modules as SB3 uses."""
+def actor_critic_latent(policy: Any, obs: Tensor) -> tuple[Tensor, Tensor]:
+    """The actor's latent and V(s) of an SB3 actor-critic (sb3-contrib's maskable one has the same modules)."""
     features = policy.extract_features(obs)
     if policy.share_features_extractor:
         latent_pi, latent_vf = policy.mlp_extractor(features)
@@ -318,7 +316,14 @@ def actor_critic_outputs(
         pi_features, vf_features = features
         latent_pi = policy.mlp_extractor.forward_actor(pi_features)
         latent_vf = policy.mlp_extractor.forward_critic(vf_features)
-    values = policy.value_net(latent_vf).squeeze(-1)
+    return latent_pi, policy.value_net(latent_vf).squeeze(-1)
+
+
+def actor_critic_outputs(
+    policy: ActorCriticPolicy, obs: Tensor, log_prob_floor: float | None = None
+) -> tuple[ActionDist, Tensor]:
+    """One forward pass of an SB3 actor-critic policy: (pi(.|s), V(s)), with the same modules as SB3 uses."""
+    latent_pi, values = actor_critic_latent(policy, obs)
     # The two common families are built directly from the action head: torch.distributions objects
     # validate their arguments on every call, which costs more than the small networks themselves.
     action_dist = policy.action_dist
