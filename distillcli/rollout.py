@@ -219,8 +219,9 @@ class Collector:
             dones[t] = done
             self._returns += reward
             self._lengths += 1
-            if done.any():
-                for i in np.flatnonzero(done):
+            ended = np.flatnonzero(done)
+            if ended.size:
+                for i in ended:
                     truncated[t, i] = bool(infos[i].get("TimeLimit.truncated", False))
                     final_obs.append(infos[i]["terminal_observation"])
                     final_index.append(t * n_envs + int(i))
@@ -229,8 +230,8 @@ class Collector:
                 self._returns[done] = 0.0
                 self._lengths[done] = 0
             if session is not None:
-                if done.any():
-                    session.mark(np.flatnonzero(done))  # the final obs below is seen with this episode's state
+                if ended.size:
+                    session.mark(ended)  # the final obs below is seen with this episode's state
                 self._starts = torch.as_tensor(done, dtype=torch.float32, device=self.device)
             actions.append(action)
             self._obs = self._to_tensor(next_obs)

@@ -199,6 +199,26 @@ def _bare_stack(checkpoint: Checkpoint, path: Path, env: str | None, hint: str =
     return atari_stack(env_id, shape) or EnvStack(env_id)
 
 
+def prepare_run(config: RunConfig, device: str | None = None) -> Setup:
+    """``prepare`` with a run's teacher options (``distill run`` and every run of a sweep)."""
+    return prepare(
+        config.teacher,
+        config.env,
+        config.device if device is None else device,
+        trust=config.trust_checkpoint,
+        temperature=config.temperature,
+        log_prob_floor=config.logprob_floor,
+        deterministic_std=config.teacher_noise,
+        load_best=config.load_best,
+        load_checkpoint=config.load_checkpoint,
+    )
+
+
+def require_teacher_value(method: Method, teacher: Teacher) -> None:
+    if method.needs_teacher_value and not teacher.has_value:
+        raise DistillError(f"method {method.name} needs a teacher value function; a {teacher.algo} teacher has none")
+
+
 def default_run_dir(env_id: str, method: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{env_id.replace('/', '-')}-{method}-{stamp}"
@@ -286,20 +306,9 @@ def run(config: RunConfig, progress: Progress | None = None, resume: ResumeState
     teacher_share = parse_schedule("mix", config.mix, 0.0, 1.0)
     reward_weight = parse_schedule("reward-weight", config.reward_weight)
     torch.set_num_threads(config.threads)
-    setup = prepare(
-        config.teacher,
-        config.env,
-        config.device,
-        trust=config.trust_checkpoint,
-        temperature=config.temperature,
-        log_prob_floor=config.logprob_floor,
-        deterministic_std=config.teacher_noise,
-        load_best=config.load_best,
-        load_checkpoint=config.load_checkpoint,
-    )
+    setup = prepare_run(config)
     teacher = setup.teacher
-    if method.needs_teacher_value and not teacher.has_value:
-        raise DistillError(f"method {method.name} needs a teacher value function; a {teacher.algo} teacher has none")
+    require_teacher_value(method, teacher)
     net = parse_student_net(config.student_net, teacher.policy, setup.observation_space)
     check_action_masks(setup, config.seed)
     if resume is None:

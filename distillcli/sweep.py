@@ -140,7 +140,7 @@ class Plan:
 
 def plan(options: SweepOptions) -> Plan:
     """Check everything shared by the runs, once, and list the runs still to do."""
-    from distillcli.run import check_action_masks, parse_schedule, prepare
+    from distillcli.run import check_action_masks, parse_schedule, prepare_run, require_teacher_value
     from distillcli.students import parse_student_net
 
     if options.backend not in BACKENDS:
@@ -156,20 +156,9 @@ def plan(options: SweepOptions) -> Plan:
     parse_schedule("mix", base.mix, 0.0, 1.0)
     parse_schedule("reward-weight", base.reward_weight)
     # With Ray the device is the workers' business: the machine that submits may have no GPU.
-    setup = prepare(
-        base.teacher,
-        base.env,
-        "cpu" if options.backend == "ray" else base.device,
-        trust=base.trust_checkpoint,
-        temperature=base.temperature,
-        log_prob_floor=base.logprob_floor,
-        deterministic_std=base.teacher_noise,
-        load_best=base.load_best,
-        load_checkpoint=base.load_checkpoint,
-    )
+    setup = prepare_run(base, "cpu" if options.backend == "ray" else None)
     for name in options.methods:
-        if get_method(name).needs_teacher_value and not setup.teacher.has_value:
-            raise DistillError(f"method {name} needs a teacher value function; a {setup.teacher.algo} teacher has none")
+        require_teacher_value(get_method(name), setup.teacher)
     check_action_masks(setup, base.seed)
     # As `distill run` parses --student-net; the resolved spec (auto made explicit) names the run and parses back
     # to the same student in the worker.
