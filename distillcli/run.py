@@ -393,8 +393,13 @@ def run(config: RunConfig, progress: Progress | None = None, resume: ResumeState
 
     def on_update(metrics: dict[str, float]) -> None:
         nonlocal next_eval, last_eval, trained_steps
-        trained_steps = int(metrics["env_steps"])
-        sink.write(metrics)
+        # The step count and its metrics row change together: an interrupt between them would make a resumed
+        # run skip (or repeat) a segment in metrics.jsonl.
+        with _deferred_interrupts() as interrupted:
+            trained_steps = int(metrics["env_steps"])
+            sink.write(metrics)
+        if interrupted:
+            raise KeyboardInterrupt
         if metrics["env_steps"] >= next_eval and metrics["env_steps"] < config.steps:
             last_eval = evaluate_student()
             sink.write({"env_steps": metrics["env_steps"], **_summary_of_eval(last_eval, "student")}, prefix="eval")
