@@ -176,8 +176,7 @@ class MaskableStudent(Student):
 
     def __init__(self, model: MaskablePPO) -> None:
         _action_sizes(model.action_space)
-        self.model = model  # type: ignore[assignment]
-        self.policy = model.policy  # type: ignore[assignment]
+        super().__init__(model)  # type: ignore[arg-type]
 
     def __call__(self, obs: Tensor) -> Output:
         return maskable_outputs(self.policy, obs)  # type: ignore[arg-type]

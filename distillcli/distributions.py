@@ -324,19 +324,31 @@ def actor_critic_outputs(
 ) -> tuple[ActionDist, Tensor]:
     """One forward pass of an SB3 actor-critic policy: (pi(.|s), V(s)), with the same modules as SB3 uses."""
     latent_pi, values = actor_critic_latent(policy, obs)
+    return policy_distribution(policy, latent_pi, log_prob_floor), values
+
+
+def actor_outputs(policy: ActorCriticPolicy, obs: Tensor, log_prob_floor: float | None = None) -> ActionDist:
+    """pi(.|s) of an SB3 actor-critic policy without its critic (for a teacher whose V_pi no method reads)."""
+    features = policy.extract_features(obs)
+    pi_features = features if isinstance(features, Tensor) else features[0]  # (pi, vf) when not shared
+    return policy_distribution(policy, policy.mlp_extractor.forward_actor(pi_features), log_prob_floor)
+
+
+def policy_distribution(policy: ActorCriticPolicy, latent_pi: Tensor, log_prob_floor: float | None) -> ActionDist:
+    """The action distribution an SB3 actor-critic builds from its actor's latent."""
     # The two common families are built directly from the action head: torch.distributions objects
     # validate their arguments on every call, which costs more than the small networks themselves.
     action_dist = policy.action_dist
     if isinstance(action_dist, sb3_dist.CategoricalDistribution):
-        return Categorical.from_logits(policy.action_net(latent_pi), log_prob_floor), values
+        return Categorical.from_logits(policy.action_net(latent_pi), log_prob_floor)
     if type(action_dist) is sb3_dist.DiagGaussianDistribution:
         mean = policy.action_net(latent_pi)
-        return DiagGaussian(mean, policy.log_std.expand_as(mean)), values
+        return DiagGaussian(mean, policy.log_std.expand_as(mean))
     if isinstance(action_dist, sb3_dist.MultiCategoricalDistribution):
         flat = policy.action_net(latent_pi)
-        return MultiCategorical.from_flat(flat, list(action_dist.action_dims), log_prob_floor), values
+        return MultiCategorical.from_flat(flat, list(action_dist.action_dims), log_prob_floor)
     distribution = policy._get_action_dist_from_latent(latent_pi)
-    return from_sb3(distribution, log_prob_floor, box_bounds(policy.action_space, obs.device)), values
+    return from_sb3(distribution, log_prob_floor, box_bounds(policy.action_space, latent_pi.device))
 
 
 def box_bounds(space: object, device: torch.device) -> tuple[Tensor, Tensor] | None:

@@ -9,6 +9,7 @@ trains on images), so teacher and student both see exactly the observations the 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 from dataclasses import dataclass, field
@@ -182,6 +183,23 @@ class Normalization:
         return normalized
 
 
+def _make_unrendered(env_id: str, **kwargs: Any) -> gym.Env:
+    """``gym.make`` without rendering unless the kwargs ask for it.
+
+    SB3's ``make_vec_env`` defaults ``render_mode`` to "rgb_array". Nothing here renders, and some envs pay for it
+    at every step: LunarLander then creates an engine particle per firing that lives until the episode ends, which
+    made its steps along a good lander's trajectory about 4x slower.
+    """
+    if "render_mode" in kwargs:
+        return gym.make(env_id, **kwargs)
+    try:
+        return gym.make(env_id, render_mode=None, **kwargs)
+    except TypeError as error:
+        if "render_mode" not in str(error):
+            raise
+        return gym.make(env_id, **kwargs)  # an env whose constructor takes no render_mode
+
+
 @dataclass
 class EnvStack:
     """The teacher's environment: an id, its make kwargs and the wrappers it was trained behind."""
@@ -226,7 +244,7 @@ class EnvStack:
 
         try:
             venv: VecEnv = make_vec_env(
-                self.env_id,
+                functools.partial(_make_unrendered, self.env_id),
                 n_envs=n_envs,
                 seed=seed,
                 env_kwargs=self.env_kwargs or None,

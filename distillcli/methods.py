@@ -40,6 +40,13 @@ class Method:
     def true_gradient(self) -> bool:
         return self.objective is not None
 
+    @property
+    def epochs(self) -> int:
+        """Default passes over each segment. A pure per-state loss is supervised learning on the segment's states:
+        reusing them adds no bias, and CartPole's bc needs half the env steps with 8 passes instead of 2. With a
+        score-function term every pass after the first is off-policy (PPO's clip bounds it), so there are 2."""
+        return 8 if self.reward is None else 2
+
 
 _PAPER = "Czarnecki et al. 2019, Table 1"
 _FIGS = "Czarnecki et al. 2019, Sec. 5 and Figs. 3-6"
@@ -257,6 +264,7 @@ def describe(method: Method) -> dict[str, object]:
         "needs_teacher_value": method.needs_teacher_value,
         "uses_env_reward": method.uses_env_reward,
         "returns": method.returns if method.reward else None,
+        "epochs": method.epochs,
         "summary": method.summary,
         "reference": method.reference,
     }

@@ -163,10 +163,13 @@ def to_env_actions(actions: Tensor, space: gym.Space) -> np.ndarray:
 class Collector:
     """Steps a VecEnv across segments, keeping the current observations and episode statistics."""
 
-    def __init__(self, venv: VecEnv, teacher: PolicyFn, device: torch.device) -> None:
+    def __init__(self, venv: VecEnv, teacher: PolicyFn, device: torch.device, teacher_values: bool = True) -> None:
         self.venv = venv
         self.teacher = teacher
         self.device = device
+        # Without V_pi (no method but the value-based ones reads it), an actor-critic teacher skips its critic.
+        actor = getattr(teacher, "actor", None)
+        self._teacher_actor: Callable[[Tensor], ActionDist] | None = None if teacher_values else actor
         self.action_space = venv.action_space
         self._obs = self._to_tensor(venv.reset())
         self._returns = np.zeros(venv.num_envs)
@@ -175,6 +178,11 @@ class Collector:
         self._masks = read_masks(venv, device) if uses_masks(teacher) else None
         self._session = open_session(teacher, venv.num_envs)
         self._starts = torch.ones(venv.num_envs, device=device)
+
+    def _teacher(self, obs: Tensor) -> tuple[ActionDist, Tensor | None]:
+        if self._teacher_actor is not None:
+            return self._teacher_actor(obs), None
+        return self.teacher(obs)
 
     def _to_tensor(self, obs: object) -> Tensor:
         if not isinstance(obs, np.ndarray):
@@ -203,7 +211,7 @@ class Collector:
             dist: ActionDist | None = None
             if per_step:
                 if session is None:
-                    dist, value = self.teacher(self._obs)
+                    dist, value = self._teacher(self._obs)
                 elif t < n_steps:
                     dist, value = session.step(self._obs, self._starts)
                 else:  # the next segment steps this observation
@@ -248,12 +256,14 @@ class Collector:
         )
         all_obs = torch.stack(obs)
         if per_step:
-            teacher_final, teacher_final_values = self.teacher(final) if session is None else session.peek_marked(final)
+            teacher_final, teacher_final_values = (
+                self._teacher(final) if session is None else session.peek_marked(final)
+            )
             teacher = stack(teacher_dists)
             values = None if teacher_values[0] is None else torch.stack(teacher_values)  # type: ignore[arg-type]
         else:  # one batched forward: the segment's T + 1 rows of states and the episodes' final states
             flat = torch.cat([all_obs.reshape(-1, *obs_shape), final])
-            dist_all, values_all = self.teacher(flat)
+            dist_all, values_all = self._teacher(flat)
             rows = all_obs.shape[0] * n_envs
             teacher = dist_all[:rows].map(lambda p: p.reshape(n_steps + 1, n_envs, *p.shape[1:]))
             teacher_final = dist_all[rows:]

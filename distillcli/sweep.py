@@ -183,7 +183,7 @@ def plan(options: SweepOptions) -> Plan:
                 config = replace(config, student_net=net, out=str(out / name), force=False)
                 previous = read_run(out / name, name)
                 if previous is not None and previous.ok and not options.force:
-                    _check_same(previous, config, get_method(method).control)
+                    _check_same(previous, config)
                     previous.reused = True
                     reused.append(previous)
                 else:
@@ -203,10 +203,12 @@ def _claim(out: Path) -> None:
         raise DistillError(f"cannot write to --out {out}")
 
 
-def _check_same(previous: RunRecord, config: RunConfig, default_control: str) -> None:
+def _check_same(previous: RunRecord, config: RunConfig) -> None:
     """A finished run is reused only if it ran with this sweep's options; otherwise say so, once."""
+    from distillcli.run import with_method_defaults
+
     stored = RunConfig.from_file(Path(previous.run_dir) / "config.json")
-    wanted = {**config.to_json(), "control": config.control or default_control}
+    wanted = with_method_defaults(config, get_method(config.method), config.student_net.startswith("cnn")).to_json()
     for f in fields(RunConfig):
         if f.name in NOT_COMPARED or f.name not in stored:
             continue

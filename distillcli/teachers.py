@@ -39,6 +39,7 @@ from distillcli.distributions import (
     DiagGaussian,
     MultiCategorical,
     actor_critic_outputs,
+    actor_outputs,
     box_bounds,
     from_sb3,
 )
@@ -384,6 +385,13 @@ class Teacher:
         assert isinstance(policy, ActorCriticPolicy)
         dist, values = actor_critic_outputs(policy, obs, self.log_prob_floor)
         return self.tempered(dist), values
+
+    @torch.no_grad()
+    def actor(self, obs: Tensor) -> ActionDist:
+        """pi(.|s) alone: an actor-critic teacher skips its critic (most methods never read V_pi)."""
+        if isinstance(self.policy, ActorCriticPolicy) and type(self).__call__ is Teacher.__call__:
+            return self.tempered(actor_outputs(self.policy, obs, self.log_prob_floor))
+        return self(obs)[0]
 
     def tempered(self, dist: ActionDist) -> ActionDist:
         """pi_T = softmax(logits / T) for categorical teachers; other families are returned as they are."""

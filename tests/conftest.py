@@ -65,7 +65,7 @@ def distilled(tmp_path_factory: pytest.TempPathFactory, teacher_zip: Path) -> Pa
     """One default-method run on the bundled teacher, shared by the tests that only read its outputs."""
     out = tmp_path_factory.mktemp("runs") / "expected-entropy"
     monkey = pytest.MonkeyPatch()
-    monkey.setattr(sys, "argv", ["distill", "run", "--out", str(out), "--steps", "30000", "--quiet", "--tensorboard"])
+    monkey.setattr(sys, "argv", ["distill", "run", "--out", str(out), "--quiet", "--tensorboard"])
     try:
         main()
     finally:

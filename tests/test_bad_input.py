@@ -620,7 +620,7 @@ def test_random_options_are_valid_or_one_error(
         and steps_n > 0
         and lr_n is not None
         and math.isfinite(lr_n)
-        and lr_n > 0
+        and lr_n >= 0  # 0: the default
         and gamma_n is not None
         and 0 <= gamma_n <= 1
         and bool(widths)
@@ -662,7 +662,7 @@ def test_validate_accepts_exactly_the_valid_configs(
         steps > 0
         and n_envs > 0
         and math.isfinite(lr)
-        and lr > 0
+        and lr >= 0  # 0: the default
         and 0 <= gamma <= 1
         and math.isfinite(temperature)
         and temperature > 0

@@ -14,7 +14,10 @@ import pytest
 import torch
 from stable_baselines3 import PPO
 
+from distillcli.config import RunConfig
 from tests.conftest import CLI
+
+SEGMENT = RunConfig.n_envs * RunConfig.n_steps  # env steps per update at the defaults
 
 
 def _metrics_without_time(run_dir: Path) -> list[dict[str, object]]:
@@ -24,11 +27,11 @@ def _metrics_without_time(run_dir: Path) -> list[dict[str, object]]:
 
 def test_same_seed_gives_the_same_metrics(cli: CLI, tmp_path: Path) -> None:
     for name in ("a", "b"):
-        result = cli("run", "--steps", "3072", "--seed", "7", "--eval-every", "1024", "--out", tmp_path / name, "-q")
+        result = cli("run", "--steps", "6144", "--seed", "7", "--eval-every", "2048", "--out", tmp_path / name, "-q")
         assert result.code == 0, result.stderr
     first, second = _metrics_without_time(tmp_path / "a"), _metrics_without_time(tmp_path / "b")
     assert len(first) > 6 and first == second
-    other = cli("run", "--steps", "3072", "--seed", "8", "--eval-every", "1024", "--out", tmp_path / "c", "-q")
+    other = cli("run", "--steps", "6144", "--seed", "8", "--eval-every", "2048", "--out", tmp_path / "c", "-q")
     assert other.code == 0 and _metrics_without_time(tmp_path / "c") != first
 
 
@@ -36,7 +39,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_student(cli: CLI
     # An absurd learning rate drives the student's logits to infinity within the first update.
     result = cli("run", "--lr", "1e30", "--steps", "4096", "--out", tmp_path / "run", "--quiet")
     assert result.code != 0
-    assert "NaN or infinite" in result.stderr and "env step 512" in result.stderr
+    assert "NaN or infinite" in result.stderr and f"env step {SEGMENT}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "diverged"
@@ -70,7 +73,7 @@ def _terminate_after_first_update(out: Path, steps: int) -> subprocess.Completed
 
 
 def test_sigterm_saves_a_loadable_student_and_resume_finishes_the_budget(cli: CLI, tmp_path: Path) -> None:
-    out, budget = tmp_path / "run", 30720
+    out, budget = tmp_path / "run", 15 * SEGMENT
     stopped = _terminate_after_first_update(out, budget)
     assert stopped.returncode != 0
     assert "interrupted" in stopped.stderr and "--resume" in stopped.stderr and "Traceback" not in stopped.stderr
@@ -85,7 +88,7 @@ def test_sigterm_saves_a_loadable_student_and_resume_finishes_the_budget(cli: CL
     assert final["status"] == "finished" and final["env_steps"] == budget
     assert final["kl_start"] == summary["kl_start"]  # the run's own start, not the resumed student's
     train_steps = [r["env_steps"] for r in _metrics_without_time(out) if r["kind"] == "train"]
-    assert train_steps == [512.0 * (i + 1) for i in range(budget // 512)]  # no segment lost or repeated
+    assert train_steps == [SEGMENT * (i + 1) for i in range(budget // SEGMENT)]  # no segment lost or repeated
     assert final["return_ratio"] >= 0.95
     again = cli("run", "--resume", out)
     assert again.code != 0 and "already finished" in again.stderr
@@ -93,11 +96,11 @@ def test_sigterm_saves_a_loadable_student_and_resume_finishes_the_budget(cli: CL
 
 def test_force_replaces_an_earlier_run_but_keeps_other_files(cli: CLI, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert cli("run", "--steps", "1024", "--out", out, "-q").code == 0
+    assert cli("run", "--steps", str(SEGMENT), "--out", out, "-q").code == 0
     (out / "notes.txt").write_text("mine")
-    assert cli("run", "--steps", "2048", "--out", out, "-q", "--force").code == 0
+    assert cli("run", "--steps", str(2 * SEGMENT), "--out", out, "-q", "--force").code == 0
     rows = _metrics_without_time(out)
-    assert [row["env_steps"] for row in rows if row["kind"] == "train"] == [512.0, 1024.0, 1536.0, 2048.0]
+    assert [row["env_steps"] for row in rows if row["kind"] == "train"] == [SEGMENT, 2 * SEGMENT]
     assert (out / "notes.txt").read_text() == "mine"
 
 

@@ -117,7 +117,7 @@ def test_malicious_checkpoint_never_runs_its_code(cli: CLI, tmp_path: Path, teac
 
 @pytest.mark.parametrize("name", ["a2c-box", "ppo-box", "dqn"])
 def test_teacher_family_distills(cli: CLI, tmp_path: Path, teachers: dict[str, Path], name: str) -> None:
-    result = cli("run", "--teacher", teachers[name], "--steps", "8192", "--out", tmp_path / "run", "--json")
+    result = cli("run", "--teacher", teachers[name], "--steps", "32768", "--out", tmp_path / "run", "--json")
     assert result.code == 0, result.stderr
     summary = result.json()
     assert summary["kl_end"] <= 0.5 * summary["kl_start"], summary
