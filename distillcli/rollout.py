@@ -131,6 +131,8 @@ class Rollout:
 
     def next_state(self, per_state: Tensor, per_final: Tensor) -> Tensor:
         """Values at ``s_{t+1}`` from values on ``obs`` ([T+1, N, ...]) and on ``final_obs`` ([K, ...])."""
+        if self.final_index.numel() == 0:
+            return per_state[1:]  # no episode ended inside the segment (or it is seen as continuing)
         nxt = per_state[1:].clone()
         flat = nxt.view(-1, *nxt.shape[2:])
         flat[self.final_index] = per_final.to(flat.dtype)

@@ -27,7 +27,7 @@ from stable_baselines3.td3.policies import TD3Policy
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from distillcli.distributions import ActionDist, actor_critic_outputs, gumbel_max
+from distillcli.distributions import ActionDist, Categorical, DiagGaussian, actor_critic_outputs, gumbel_max
 from distillcli.errors import DistillError
 from distillcli.metrics import atomic_write_bytes
 
@@ -203,20 +203,16 @@ class FlatAdam:
         self.steps = int(per_parameter[0]["step"])  # type: ignore[index]
 
 
-def _plain_actor(policy: BasePolicy) -> list[nn.Module | tuple[Tensor, Tensor]] | None:
-    """The actor of an MLP policy on flat observations as its layers, with each Linear as its (weight, bias).
+Layers = list[nn.Module | tuple[Tensor, Tensor]]
 
-    Calling ``F.linear`` on the weights skips ``nn.Module.__call__``, about 40% of a small actor's time per step.
-    The weights are the policy's own tensors, updated in place, so the list stays current. None: use the modules.
-    """
-    extractor = getattr(policy, "features_extractor", None)
-    hidden = getattr(getattr(policy, "mlp_extractor", None), "policy_net", None)
-    head = getattr(policy, "action_net", None)
-    if not isinstance(extractor, FlattenExtractor) or not isinstance(hidden, nn.Sequential):
+
+def _plain_layers(hidden: object, head: object) -> Layers | None:
+    """An MLP (``nn.Sequential`` of Linear and activation modules, then a Linear head) as its layers, each Linear
+    as its (weight, bias): ``F.linear`` on those skips ``nn.Module.__call__``, about 40% of a small network's
+    forward. The weights are the policy's own tensors, updated in place, so the list stays current."""
+    if not isinstance(hidden, nn.Sequential) or not isinstance(head, nn.Linear):
         return None
-    if not isinstance(head, nn.Linear):
-        return None
-    layers: list[nn.Module | tuple[Tensor, Tensor]] = []
+    layers: Layers = []
     for module in [*hidden, head]:
         if isinstance(module, nn.Linear):
             if module.bias is None:
@@ -227,6 +223,28 @@ def _plain_actor(policy: BasePolicy) -> list[nn.Module | tuple[Tensor, Tensor]] 
     return layers
 
 
+def _apply(layers: Layers, x: Tensor) -> Tensor:
+    for layer in layers:
+        x = layer(x) if isinstance(layer, nn.Module) else F.linear(x, *layer)
+    return x
+
+
+def _plain_networks(policy: BasePolicy) -> tuple[Layers, Layers] | None:
+    """The actor and critic of an MLP policy on flat float observations, whose feature extractor is the identity
+    (SB3 one-hot encodes discrete observations and scales images: those keep the modules)."""
+    space = policy.observation_space
+    plain = isinstance(space, gym.spaces.Box) and not is_image_space(space) and len(space.shape or ()) == 1
+    extractor = getattr(policy, "mlp_extractor", None)
+    if not (plain and isinstance(policy.features_extractor, FlattenExtractor) and extractor is not None):
+        return None
+    actor = _plain_layers(extractor.policy_net, getattr(policy, "action_net", None))
+    critic = _plain_layers(extractor.value_net, getattr(policy, "value_net", None))
+    return None if actor is None or critic is None else (actor, critic)
+
+
+_PLAIN_HEADS = (CategoricalDistribution, DiagGaussianDistribution)
+
+
 class Student:
     """The SB3 model being distilled, seen as ``obs -> (pi_th(.|s), V_th(s))`` with gradients."""
 
@@ -234,7 +252,7 @@ class Student:
         self.model = model
         self.policy: ActorCriticPolicy = model.policy
         self._flat = FlatAdam(self.policy)
-        self._actor_layers = _plain_actor(self.policy)
+        self._plain = _plain_networks(self.policy) if self.policy.share_features_extractor else None
 
     @classmethod
     def build(
@@ -308,7 +326,14 @@ class Student:
                 own.copy_(log_std)
 
     def __call__(self, obs: Tensor) -> tuple[ActionDist, Tensor | None]:
-        return actor_critic_outputs(self.policy, obs)
+        kind = type(self.policy.action_dist)
+        if self._plain is None or obs.dtype != torch.float32 or kind not in _PLAIN_HEADS:
+            return actor_critic_outputs(self.policy, obs)
+        actor, critic = self._plain
+        head, values = _apply(actor, obs), _apply(critic, obs).squeeze(-1)
+        if kind is CategoricalDistribution:
+            return Categorical.from_logits(head), values
+        return DiagGaussian(head, self.policy.log_std.expand_as(head)), values
 
     def act(self, obs: Tensor) -> Tensor:
         """Sample a ~ pi_th(.|s) for acting: the actor alone (no critic, no distribution object), the hot path
@@ -317,10 +342,8 @@ class Student:
         kind = type(policy.action_dist)
         if kind not in (CategoricalDistribution, DiagGaussianDistribution) or not policy.share_features_extractor:
             return self(obs)[0].sample()
-        if self._actor_layers is not None and obs.dim() == 2:
-            head = obs
-            for layer in self._actor_layers:
-                head = layer(head) if isinstance(layer, nn.Module) else F.linear(head, *layer)
+        if self._plain is not None and obs.dtype == torch.float32:
+            head = _apply(self._plain[0], obs)
         else:
             features = policy.extract_features(obs)
             assert isinstance(features, Tensor)  # one shared extractor

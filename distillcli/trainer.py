@@ -77,6 +77,8 @@ class UpdateOptions:
 
 # --- Eq. 1, as pure functions (also used by the exact-gradient tests) -------------------------------------
 
+_GAE_MATRIX_LIMIT = 1 << 20  # elements of the [T, T, N] matrix below which GAE is computed in one pass
+
 
 def discounted_advantages(
     rewards: Tensor,
@@ -95,9 +97,19 @@ def discounted_advantages(
     alive = 1.0 - terminated.float()
     carry = (1.0 - episode_ends.float()) * (gamma * lam)
     deltas = rewards + gamma * alive * next_values - values
+    steps = rewards.shape[0]
+    if steps * steps * deltas[0].numel() <= _GAE_MATRIX_LIMIT:
+        # A_t = sum_{k>=t} (prod_{t<=j<k} carry_j) delta_k, all t at once: a short segment's recursion would
+        # cost more ops (T of them) than the whole [T, T, N] product matrix.
+        upper = torch.ones(steps, steps, dtype=torch.bool, device=rewards.device).triu()
+        shape = (steps, steps, *([1] * (rewards.dim() - 1)))
+        factors = torch.where(upper.view(shape), carry.unsqueeze(0), torch.ones_like(carry).unsqueeze(0))
+        products = torch.cumprod(factors, dim=1)  # [t, j] = prod_{t<=i<=j} carry_i for j >= t
+        weights = torch.cat([torch.ones_like(products[:, :1]), products[:, :-1]], dim=1) * upper.view(shape)
+        return (weights * deltas.unsqueeze(0)).sum(dim=1)
     advantages = torch.empty_like(rewards)
     running = torch.zeros_like(rewards[0])
-    for t in reversed(range(rewards.shape[0])):
+    for t in reversed(range(steps)):
         running = torch.addcmul(deltas[t], carry[t], running, out=advantages[t])  # one op per step
     return advantages
 
@@ -115,13 +127,17 @@ class Targets:
 
 def reward_terms(rollout: Rollout, student: PolicyFn, options: ObjectiveOptions) -> tuple[Terms, Tensor, Tensor]:
     """Terms at s_t with their next-state terms, from the (current, detached) student; plus V_th(s_t), V_th(s_{t+1})."""
-    steps = rollout.shape[0]
-    with torch.no_grad():
-        dist_all, values_all = _flat_apply(student, rollout.obs)
-        dist_final, values_final = student(rollout.final_obs)
+    steps, n_envs = rollout.shape
+    with torch.no_grad():  # one forward over the segment's states and the episodes' final states
+        states = rollout.obs.reshape(-1, *rollout.obs.shape[2:])
+        dist_flat, values_flat = student(torch.cat([states, rollout.final_obs]))
+        assert values_flat is not None
+        rows = states.shape[0]
+        dist_all = dist_flat[:rows].map(lambda p: p.reshape(steps + 1, n_envs, *p.shape[1:]))
+        dist_final, values_final = dist_flat[rows:], values_flat[rows:]
+        values_all = values_flat[:rows].reshape(steps + 1, n_envs)
     # A Gaussian's log_std is a parameter held by reference, not computed: detach so no target keeps a graph.
     dist_all, dist_final = masked(dist_all, rollout.masks).detach(), dist_final.detach()
-    assert values_all is not None and values_final is not None
     next_actions = torch.cat([rollout.actions[1:], rollout.actions[-1:]])  # last row is never used
     zeros = torch.zeros_like(rollout.env_rewards)
     teacher_next_values = (
@@ -260,14 +276,6 @@ def clip_grad_norm(parameters: list[torch.nn.Parameter], max_norm: float) -> Non
         return
     grad = parameters[0].grad
     grad.mul_((max_norm / (torch.linalg.vector_norm(grad) + 1e-6)).clamp_(max=1.0))
-
-
-def _flat_apply(fn: PolicyFn, x: Tensor) -> tuple[ActionDist, Tensor | None]:
-    """Apply a policy to a [T, N, ...] batch of observations in one forward pass."""
-    lead = x.shape[:2]
-    dist, values = fn(x.reshape(-1, *x.shape[2:]))
-    dist = dist.map(lambda p: p.reshape(*lead, *p.shape[1:]))
-    return dist, None if values is None else values.reshape(lead)
 
 
 # --- the loop -------------------------------------------------------------------------------------------
