@@ -35,7 +35,7 @@ format:
 	$(VENV)/bin/ruff format distillcli tests scripts bench
 	$(VENV)/bin/ruff check --fix distillcli tests scripts bench
 
-bench:  ## CartPole + LunarLander: methods x 2 seeds, PPO from scratch, throughput (about 30 min); bench/results/
+bench:  ## CartPole + LunarLander: methods x 2 seeds, PPO from scratch, throughput (about 10 min); bench/results/
 	$(PY) bench/bench.py
 
 bench-full:  ## every method x 5 seeds, PPO from scratch x 3 seeds to 1.5M steps (hours)

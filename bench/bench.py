@@ -13,7 +13,7 @@ Per environment (CartPole-v1 with the bundled teacher, LunarLander-v3 with bench
   stepping of the same env with random actions (same number of envs), medians of ``--repeats`` runs, and a
   breakdown of where the loop's time goes (timers around its parts).
 
-    python bench/bench.py                      # make bench: about 30 min on 2 CPU cores
+    python bench/bench.py                      # make bench: about 10 min on 2 CPU cores
     python bench/bench.py --full               # make bench-full: every method, 5 seeds, PPO to 1.5M steps
 Writes bench/results/bench.json (or --out) and prints markdown tables.
 """
