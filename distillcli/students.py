@@ -252,7 +252,9 @@ class Student:
         self.model = model
         self.policy: ActorCriticPolicy = model.policy
         self._flat = FlatAdam(self.policy)
-        self._plain = _plain_networks(self.policy) if self.policy.share_features_extractor else None
+        # The F.linear fast path: a shared extractor and a head that __call__ builds directly (fixed per policy).
+        plain_head = type(self.policy.action_dist) in _PLAIN_HEADS and self.policy.share_features_extractor
+        self._plain = _plain_networks(self.policy) if plain_head else None
 
     @classmethod
     def build(
@@ -326,12 +328,11 @@ class Student:
                 own.copy_(log_std)
 
     def __call__(self, obs: Tensor) -> tuple[ActionDist, Tensor | None]:
-        kind = type(self.policy.action_dist)
-        if self._plain is None or obs.dtype != torch.float32 or kind not in _PLAIN_HEADS:
+        if self._plain is None or obs.dtype != torch.float32:
             return actor_critic_outputs(self.policy, obs)
         actor, critic = self._plain
         head, values = _apply(actor, obs), _apply(critic, obs).squeeze(-1)
-        if kind is CategoricalDistribution:
+        if type(self.policy.action_dist) is CategoricalDistribution:
             return Categorical.from_logits(head), values
         return DiagGaussian(head, self.policy.log_std.expand_as(head)), values
 
@@ -340,7 +341,7 @@ class Student:
         of every student-driven collection step."""
         policy = self.policy
         kind = type(policy.action_dist)
-        if kind not in (CategoricalDistribution, DiagGaussianDistribution) or not policy.share_features_extractor:
+        if kind not in _PLAIN_HEADS or not policy.share_features_extractor:
             return self(obs)[0].sample()
         if self._plain is not None and obs.dtype == torch.float32:
             head = _apply(self._plain[0], obs)
