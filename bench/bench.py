@@ -39,10 +39,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from distillcli import trainer
 from distillcli.config import RunConfig
 from distillcli.envs import make_env
-from distillcli.evaluate import evaluate
 from distillcli.methods import method_names
 from distillcli.rollout import Collector
-from distillcli.run import EVAL_SEED_OFFSET, prepare, run, versions
+from distillcli.run import EVAL_SEED_OFFSET, evaluate, prepare, versions
+from distillcli.run import run as run_distillation
 
 HERE = Path(__file__).parent
 
@@ -115,7 +115,7 @@ def distill_runs(env: Env, methods: list[str], seeds: list[int], scratch: Path) 
             out=str(out),
             student_net="auto" if size == "auto" else "64,64",
         )
-        summary = run(config)
+        summary = run_distillation(config).to_json()
         steps95, wall95 = first_reach(out, target_of(summary["teacher_return"]))
         runs.append(
             {
@@ -162,7 +162,7 @@ def ppo_from_scratch(env: Env, seed: int, target: float, budget: int, net: list[
 
 
 def _sb3_policy(model: PPO) -> Callable[[torch.Tensor], Any]:
-    from distillcli.distributions import actor_critic_outputs
+    from distillcli.sb3.policies import actor_critic_outputs
 
     return lambda obs: actor_critic_outputs(model.policy, obs)
 
@@ -214,9 +214,9 @@ def loop_throughput(
     """Env steps/s of ``distill run`` (default method) with no evaluations during training; with ``profile``,
     the shares of the training time each part of the loop took."""
     out = str(scratch / "throughput")
-    config = RunConfig(teacher=env.teacher, steps=steps, eval_every=0, out=out, force=True, **settings)
+    config = RunConfig(teacher=env.teacher, steps=steps, eval_every=0, out=out, **settings)
     if not profile:
-        summary = run(config)
+        summary = run_distillation(config, force=True).to_json()
         return summary["env_steps"] / summary["wall_seconds"], {}
     # Timers around the loop's parts, counted only inside collection and training (the evaluations before and
     # after training step the env and call the teacher too). Cheaper and more faithful than cProfile, which
@@ -251,7 +251,7 @@ def loop_throughput(
         Collector._teacher = timed("teacher", original["teacher"])  # type: ignore[method-assign]
         Collector._act = timed("act", original["act"])  # type: ignore[method-assign]
         trainer.update = timed("update", original["update"], only_inside=False)
-        summary = run(config)
+        summary = run_distillation(config, force=True).to_json()
     finally:
         Collector.collect = original["collect"]  # type: ignore[method-assign]
         DummyVecEnv.step = original["env"]  # type: ignore[method-assign]
@@ -340,7 +340,8 @@ def main() -> None:
 
 
 def _teacher_return(env: Env, scratch: Path) -> float:
-    summary = run(RunConfig(teacher=env.teacher, steps=512, eval_every=0, out=str(scratch / "probe"), force=True))
+    probe = RunConfig(teacher=env.teacher, steps=512, eval_every=0, out=str(scratch / "probe"))
+    summary = run_distillation(probe, force=True).to_json()
     return float(summary["teacher_return"])
 
 

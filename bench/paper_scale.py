@@ -19,23 +19,16 @@ from pathlib import Path
 
 import torch
 
+from distillcli.gridworld import GridBatch, chain_layout
 from distillcli.methods import get_method
-from distillcli.paper import (
-    ACTION_SPACE_METHODS,
-    CHAIN_METHODS,
-    COPYING,
-    COUNTEREXAMPLE_METHODS,
-    VALUE_BASED,
-    WITH_REWARD,
-    Counterexample,
-    PaperOptions,
-    grid_batch,
-    q_rows,
-    run_study,
-)
-from distillcli.tabular.gridworld import GridBatch, chain_layout
-from distillcli.tabular.teachers import action_values, softmax_policy
-from distillcli.tabular.train import TabularTeacher, train_tabular
+from distillcli.studies import run_study
+from distillcli.studies.action_space import ACTION_SPACE_METHODS
+from distillcli.studies.chain import CHAIN_METHODS
+from distillcli.studies.common import PaperOptions, grid_batch, q_rows
+from distillcli.studies.counterexample import COUNTEREXAMPLE_METHODS, Counterexample
+from distillcli.studies.imperfect_teacher import COPYING, VALUE_BASED, WITH_REWARD
+from distillcli.studies.tabular import TabularTeacher, train_tabular
+from distillcli.studies.teachers import action_values, softmax_policy
 
 PAPER_ITERATIONS = 30_000
 

@@ -1,27 +1,29 @@
 """The ``distill`` command: thin Typer commands that parse options, call the library, and print.
 
-Every user mistake ends as one line on stderr and a non-zero exit; ``--json`` puts exactly one JSON document
-on stdout and nothing else.
+Every user mistake ends as one line on stderr and a non-zero exit; ``--json`` puts exactly one JSON document on
+stdout and nothing else. The options of ``distill run`` (and the shared ones of ``distill sweep``) are made from
+:class:`~distillcli.config.RunConfig`'s fields, the one place with defaults. Nothing heavy (torch, SB3, Ray,
+matplotlib) is imported until a command needs it, so ``--help``, ``methods`` and ``recommend`` answer at once.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
-from contextlib import nullcontext
+import typing
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from typer.exceptions import Abort, TyperException
 
-from distillcli.config import RunConfig
-from distillcli.errors import DistillError
-from distillcli.methods import METHODS, describe, recommend
+from distillcli import __version__
+from distillcli.config import RunConfig, field_type
+from distillcli.errors import DistillError, short
 from distillcli.metrics import jsonable
 
 app = typer.Typer(
@@ -30,59 +32,81 @@ app = typer.Typer(
     "Czarnecki et al., 'Distilling Policy Distillation' (AISTATS 2019).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
 )
-# No emoji codes: user text such as `--student-net cnn:x:...` must print as typed, not as an emoji.
-stderr = Console(stderr=True, emoji=False)
-stdout = Console(emoji=False)
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    # No emoji codes: user text such as `--student-net cnn:x:...` must print as typed, not as an emoji.
+    return Console(stderr=stderr, emoji=False)
 
 
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(jsonable(data), indent=2) + "\n")
 
 
-def _h(name: str) -> str:
-    return RunConfig.help(name)
+def _version(value: bool) -> None:
+    if value:
+        print(f"distill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", help="print the version and exit", callback=_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Distill trained RL policies (SB3 checkpoints) into new students (Czarnecki et al., AISTATS 2019)."""
+
+
+def config_options(skip: tuple[str, ...] = ()) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command one option per RunConfig field (``--n-envs`` for ``n_envs``; help and default from the
+    config), except ``skip``. The command receives the ones the user typed as ``given``, a dict."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        hints = typing.get_type_hints(command, include_extras=True)  # the module's annotations are strings
+        own = [
+            p.replace(annotation=hints[name], kind=inspect.Parameter.KEYWORD_ONLY)
+            for name, p in inspect.signature(command).parameters.items()
+            if name != "given"
+        ]
+        names = [f.name for f in fields(RunConfig) if f.name not in skip]
+        options = []
+        for f in fields(RunConfig):
+            if f.name in skip:
+                continue
+            flags = [f"--{f.name.replace('_', '-')}", *([f.metadata["short"]] if f.metadata["short"] else [])]
+            hint = field_type(f.name)
+            annotation = Annotated[Optional[hint], typer.Option(*flags, help=RunConfig.help(f.name))]  # type: ignore[valid-type]  # noqa: UP045
+            options.append(
+                inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+            )
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> None:
+            given = {name: kwargs.pop(name) for name in names if kwargs.get(name) is not None}
+            for name in names:
+                kwargs.pop(name, None)
+            command(given=given, **kwargs)
+
+        parameters = [*options, *own]
+        wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        return wrapper
+
+    return decorate
+
+
+TRUST_HELP = "allow unpickling the checkpoint (runs code from the file); this invocation only, never from a file"
 
 
 @app.command()
+@config_options()
 def run(
-    teacher: Annotated[str | None, typer.Option("--teacher", "-t", help=_h("teacher"))] = None,
-    load_best: Annotated[bool | None, typer.Option("--load-best", help=_h("load_best"))] = None,
-    load_checkpoint: Annotated[int | None, typer.Option("--load-checkpoint", help=_h("load_checkpoint"))] = None,
-    method: Annotated[str | None, typer.Option("--method", "-m", help=_h("method"))] = None,
-    env: Annotated[str | None, typer.Option("--env", help=_h("env"))] = None,
-    student_net: Annotated[str | None, typer.Option("--student-net", help=_h("student_net"))] = None,
-    steps: Annotated[int | None, typer.Option("--steps", "-n", help=_h("steps"))] = None,
-    n_envs: Annotated[int | None, typer.Option("--n-envs", help=_h("n_envs"))] = None,
-    n_steps: Annotated[int | None, typer.Option("--n-steps", help=_h("n_steps"))] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help=_h("epochs"))] = None,
-    minibatch_size: Annotated[int | None, typer.Option("--minibatch-size", help=_h("minibatch_size"))] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help=_h("lr"))] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help=_h("seed"))] = None,
-    device: Annotated[str | None, typer.Option("--device", help=_h("device"))] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help=_h("threads"))] = None,
-    out: Annotated[str | None, typer.Option("--out", "-o", help=_h("out"))] = None,
-    force: Annotated[bool | None, typer.Option("--force", help=_h("force"))] = None,
-    eval_every: Annotated[int | None, typer.Option("--eval-every", help=_h("eval_every"))] = None,
-    eval_episodes: Annotated[int | None, typer.Option("--eval-episodes", help=_h("eval_episodes"))] = None,
-    tensorboard: Annotated[bool | None, typer.Option("--tensorboard", help=_h("tensorboard"))] = None,
-    control: Annotated[str | None, typer.Option("--control", help=_h("control"))] = None,
-    mix: Annotated[str | None, typer.Option("--mix", help=_h("mix"))] = None,
-    kl_direction: Annotated[str | None, typer.Option("--kl-direction", help=_h("kl_direction"))] = None,
-    temperature: Annotated[float | None, typer.Option("--temperature", help=_h("temperature"))] = None,
-    teacher_noise: Annotated[float | None, typer.Option("--teacher-noise", help=_h("teacher_noise"))] = None,
-    reward_weight: Annotated[str | None, typer.Option("--reward-weight", help=_h("reward_weight"))] = None,
-    proximal_lambda: Annotated[float | None, typer.Option("--proximal-lambda", help=_h("proximal_lambda"))] = None,
-    loss_offset: Annotated[str | None, typer.Option("--loss-offset", help=_h("loss_offset"))] = None,
-    episode_ends: Annotated[str | None, typer.Option("--episode-ends", help=_h("episode_ends"))] = None,
-    logprob_floor: Annotated[float | None, typer.Option("--logprob-floor", help=_h("logprob_floor"))] = None,
-    gamma: Annotated[float | None, typer.Option("--gamma", help=_h("gamma"))] = None,
-    gae_lambda: Annotated[float | None, typer.Option("--gae-lambda", help=_h("gae_lambda"))] = None,
-    baseline: Annotated[str | None, typer.Option("--baseline", help=_h("baseline"))] = None,
-    clip_range: Annotated[float | None, typer.Option("--clip-range", help=_h("clip_range"))] = None,
-    max_grad_norm: Annotated[float | None, typer.Option("--max-grad-norm", help=_h("max_grad_norm"))] = None,
-    trust_checkpoint: Annotated[bool | None, typer.Option("--trust-checkpoint", help=_h("trust_checkpoint"))] = None,
+    given: dict[str, Any],
     config: Annotated[
         Path | None, typer.Option("--config", help="options from a config.json (explicit options win)")
     ] = None,
@@ -90,11 +114,14 @@ def run(
         Path | None,
         typer.Option("--resume", help="continue an interrupted run dir to its budget (explicit options win)"),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="replace an earlier run's outputs in --out (other files are kept)")
+    ] = False,
+    trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help=TRUST_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON (and nothing else)")] = False,
 ) -> None:
     """Distill a teacher checkpoint into a new student; write student.zip, metrics and a summary."""
-    given = {k: v for k, v in locals().items() if k in {f.name for f in fields(RunConfig)} and v is not None}
     from distillcli.run import load_resume_state
     from distillcli.run import run as run_distillation
 
@@ -109,41 +136,60 @@ def run(
     options.update(given)
     cfg = RunConfig(**options)
     if quiet or json_out:
-        summary = run_distillation(cfg, resume=state)
+        summary = run_distillation(cfg, None, state, trust=trust_checkpoint, force=force)
     else:
-        # The bar appears with the first update, so a run that fails its checks prints only its error line.
-        bar = Progress(
+        with _ProgressBar(cfg.method) as bar:
+            summary = run_distillation(cfg, bar.update, state, trust=trust_checkpoint, force=force)
+    if json_out:
+        _print_json(summary.to_json())
+        return
+    _show_summary(summary.to_json())
+
+
+class _ProgressBar:
+    """A rich bar on stderr that appears with the first update, so a run that fails its checks prints only its
+    error line."""
+
+    def __init__(self, description: str) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
-            console=stderr,
+            console=_console(stderr=True),
         )
-        task = bar.add_task(cfg.method, total=cfg.steps, info="", start=False)
+        self.task = self.bar.add_task(description, total=1, info="", start=False)
 
-        def progress(metrics: dict[str, float]) -> None:
-            if not bar.live.is_started:
-                bar.start()
-                bar.start_task(task)
-            info = f"return {metrics['eval_return']:.1f}  KL {metrics['kl_teacher_student']:.3f}"
-            bar.update(task, completed=min(metrics["env_steps"], cfg.steps), info=info)
+    def __enter__(self) -> _ProgressBar:
+        return self
 
-        try:
-            summary = run_distillation(cfg, progress, state)
-        finally:
-            if bar.live.is_started:
-                bar.stop()
-    if json_out:
-        _print_json(summary)
-        return
+    def __exit__(self, *exc: object) -> None:
+        if self.bar.live.is_started:
+            self.bar.stop()
+
+    def update(self, metrics: dict[str, float]) -> None:
+        if not self.bar.live.is_started:
+            self.bar.start()
+            self.bar.start_task(self.task)
+        info = f"return {metrics['eval_return']:.1f}  KL {metrics['kl_teacher_student']:.3f}"
+        total = metrics["total_steps"]
+        self.bar.update(self.task, total=total, completed=min(metrics["env_steps"], total), info=info)
+
+
+def _show_summary(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
     table = Table(title=f"{summary['method']} on {summary['env_id']}", show_header=False)
     table.add_column(no_wrap=True)
     table.add_column(no_wrap=True)
     for key in (
+        "score",
         "teacher_return",
         "student_return",
-        "return_ratio",
+        "random_return",
         "kl_start",
         "kl_end",
         "agreement",
@@ -155,36 +201,39 @@ def run(
     ):
         value = summary[key]
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
-    stdout.print(table)
-    stdout.print(f"student: {summary['student_path']}", soft_wrap=True, highlight=False)
+    out = _console()
+    out.print(table)
+    out.print(f"student: {summary['student_path']}", soft_wrap=True, highlight=False, markup=False)
 
 
 @app.command("eval")
 def eval_command(
-    model: Annotated[str, typer.Argument(help="student (or any SB3 actor-critic / DQN) .zip, or an rl-zoo run folder")],
+    model: Annotated[str, typer.Argument(help="student (or any SB3) .zip, or an rl-zoo run folder")],
     teacher: Annotated[
-        str | None, typer.Option("--teacher", "-t", help="compare with this teacher (.zip or rl-zoo run folder)")
+        str | None,
+        typer.Option("--teacher", "-t", help="compare with this teacher (.zip, rl-zoo folder or hf:ORG/REPO)"),
     ] = None,
-    load_best: Annotated[bool, typer.Option("--load-best", help=_h("load_best"))] = False,
+    load_best: Annotated[bool, typer.Option("--load-best", help=RunConfig.help("load_best"))] = False,
     load_checkpoint: Annotated[
-        int, typer.Option("--load-checkpoint", help=_h("load_checkpoint"), show_default=False)
+        int, typer.Option("--load-checkpoint", help=RunConfig.help("load_checkpoint"), show_default=False)
     ] = 0,
     env: Annotated[str | None, typer.Option("--env", help="env id (default: from the run dir or teacher)")] = None,
     episodes: Annotated[int, typer.Option("--episodes", "-n", help="evaluation episodes")] = 10,
     stochastic: Annotated[bool, typer.Option("--stochastic", help="sample actions instead of the mode")] = False,
     device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda")] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="evaluation seed")] = 0,
-    trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help=_h("trust_checkpoint"))] = False,
+    trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help=TRUST_HELP)] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
-    """Evaluate a student: its return and, with --teacher, agreement, KL, size and latency against it."""
+    """Evaluate a student: its return and score and, with --teacher, agreement, KL, size and latency against it."""
+    from distillcli.config import smoke
     from distillcli.run import evaluate_model
 
     report = evaluate_model(
         model,
         teacher,
         env,
-        episodes,
+        min(episodes, 2) if smoke() else episodes,
         stochastic,
         device,
         seed,
@@ -195,21 +244,28 @@ def eval_command(
     if json_out:
         _print_json(report)
         return
+    from rich.table import Table
+
     table = Table(title=f"{Path(model).name} on {report['env_id']}", show_header=False)
     for key, value in report.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-    stdout.print(table)
+    _console().print(table)
 
 
 @app.command()
 def methods(
     json_out: Annotated[bool, typer.Option("--json", help="a list of objects with a name key")] = False,
 ) -> None:
-    """List every method: control policy, per-state loss, pseudo-reward, and whether it is a true gradient."""
+    """List every method (control policy, per-state loss, pseudo-reward, true gradient?) and every teacher family."""
+    from distillcli.methods import METHODS, describe
+    from distillcli.sb3.families import families
+
     rows = [describe(m) for m in METHODS]
     if json_out:
         _print_json(rows)
         return
+    from rich.table import Table
+
     table = Table(title="Distillation methods (Eq. 1: control q, loss l, pseudo-reward rhat)")
     table.add_column("name", no_wrap=True)
     for column in ("q", "l(s_t)", "rhat_i", "true gradient", "needs"):
@@ -226,15 +282,14 @@ def methods(
             "yes" if row["true_gradient"] else "no",
             ", ".join(needs),
         )
-    stdout.print(table)
-    from distillcli.teachers import FAMILIES
-
-    families = Table(title="Teachers: pi and V_pi per SB3 algorithm (docs/teachers/)")
+    out = _console()
+    out.print(table)
+    table = Table(title="Teachers: pi and V_pi per SB3 family (docs/teachers/)")
     for column in ("algorithm", "pi(.|s)", "V_pi(s)", "losses", "student.zip opens with"):
-        families.add_column(column)
-    for family in FAMILIES:
-        families.add_row(family.algos, family.policy, family.value, family.estimated, family.student)
-    stdout.print(families)
+        table.add_column(column)
+    for family in families():
+        table.add_row(", ".join(family.algos), family.pi, family.value, family.estimated, family.opens_with)
+    out.print(table)
 
 
 @app.command("recommend")
@@ -261,6 +316,8 @@ def recommend_command(
     json_out: Annotated[bool, typer.Option("--json", help="print the answer as JSON")] = False,
 ) -> None:
     """Pick a method with the paper's decision tree (Figure 1)."""
+    from distillcli.methods import recommend
+
     answer = recommend(
         outside_teacher_states=outside_teacher_states,
         improve_beyond_teacher=improve,
@@ -271,19 +328,17 @@ def recommend_command(
     if json_out:
         _print_json({"preferred": answer.preferred, "feasible": answer.feasible, "path": answer.path})
         return
-    stdout.print(" -> ".join(answer.path))
-    stdout.print(f"preferred: [bold]{answer.preferred}[/bold]")
-    stdout.print(f"feasible:  {', '.join(answer.feasible)}")
+    print(" -> ".join(answer.path))
+    print(f"preferred: {answer.preferred}")
+    print(f"feasible:  {', '.join(answer.feasible)}")
+
+
+PAPER_STUDIES = "control-policy | action-space | imperfect-teacher | chain | counterexample | gradient-field | all"
 
 
 @app.command()
 def paper(
-    study: Annotated[
-        str,
-        typer.Argument(
-            help="control-policy | action-space | imperfect-teacher | chain | counterexample | gradient-field | all"
-        ),
-    ],
+    study: Annotated[str, typer.Argument(help=PAPER_STUDIES)],
     scale: Annotated[str, typer.Option("--scale", help="small (minutes on a CPU) or paper (1000 MDPs, 30k its)")] = (
         "small"
     ),
@@ -297,15 +352,19 @@ def paper(
     json_out: Annotated[bool, typer.Option("--json", help="print the studies' summaries as JSON")] = False,
 ) -> None:
     """Reproduce the paper's tabular studies (Figures 2-6, Theorems 1-2): a PNG, a CSV and a JSON each."""
-    from distillcli.paper import STUDIES, PaperOptions, run_study, write
+    from contextlib import nullcontext
+
+    import torch
+
+    from distillcli.config import smoke
+    from distillcli.studies import STUDIES, run_study, write
+    from distillcli.studies.common import PaperOptions
 
     names = list(STUDIES) if study == "all" else [study]
     if any(name not in STUDIES for name in names):
-        raise DistillError(f"unknown study {study!r}; valid: {', '.join(STUDIES)}, all")
+        raise DistillError(f"unknown study {short(study, 40)!r}; valid: {', '.join(STUDIES)}, all")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise DistillError(f"--device must be cpu or cuda, got {device!r}")
-    import torch
-
+        raise DistillError(f"--device must be cpu or cuda, got {short(device, 40)!r}")
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise DistillError("--device cuda: no CUDA device is available here")
@@ -317,12 +376,19 @@ def paper(
         (out / ".write-test").touch()
         (out / ".write-test").unlink()
     except OSError as error:
-        raise DistillError(f"--out {out}: cannot write there ({error.strerror or error})") from None
-    if threads < 1:
-        raise DistillError(f"--threads must be at least 1, got {threads}")
+        raise DistillError(f"--out {short(out)}: cannot write there ({error.strerror or short(error)})") from None
+    if not 1 <= threads <= 256:
+        raise DistillError(f"--threads must be between 1 and 256, got {threads}")
     torch.set_num_threads(threads)
+    if smoke():
+        mdps, iterations, seeds = min(mdps or 2, 2), min(iterations or 20, 20), 1
     options = PaperOptions.at_scale(scale, mdps=mdps, iterations=iterations, seeds=seeds, device=device)  # type: ignore[arg-type]
-    report = []
+    if smoke():
+        from dataclasses import replace
+
+        options = replace(options, teacher_steps=min(options.teacher_steps, 500))
+    stderr, stdout = _console(stderr=True), _console()
+    summaries = []
     for name in names:
         with stderr.status(name) if not (quiet or json_out) else nullcontext() as status:
 
@@ -332,16 +398,22 @@ def paper(
 
             result = run_study(name, options, progress)
         files = write(result, out)
-        report.append({"study": name, "seconds": round(result.seconds, 1), "files": files, "summary": result.summary})
+        summaries.append(
+            {"study": name, "seconds": round(result.seconds, 1), "files": files, "summary": result.summary}
+        )
         if not json_out:
-            stdout.print(f"{name}: {result.seconds:.0f} s -> {files['png']}, {files['csv']}", highlight=False)
+            stdout.print(
+                f"{name}: {result.seconds:.0f} s -> {files['png']}, {files['csv']}", highlight=False, markup=False
+            )
     if json_out:
-        _print_json({"studies": report})
+        _print_json({"studies": summaries})
 
 
 @app.command()
+@config_options(skip=("method", "seed", "student_net", "out"))
 def sweep(
-    methods: Annotated[str, typer.Option("--methods", "-m", help="methods, comma-separated (or all)")],
+    given: dict[str, Any],
+    methods: Annotated[str, typer.Option("--methods", help="methods, comma-separated (or all)")],
     seeds: Annotated[str, typer.Option("--seeds", help="seeds, comma-separated")] = "0,1,2",
     student_nets: Annotated[
         str | None,
@@ -349,19 +421,10 @@ def sweep(
             "--student-nets", help="student sizes separated by '/', e.g. 32,32/64,64 (cnn:256/64,64 is one CNN student)"
         ),
     ] = None,
-    teacher: Annotated[str | None, typer.Option("--teacher", "-t", help=_h("teacher"))] = None,
-    load_best: Annotated[bool | None, typer.Option("--load-best", help=_h("load_best"))] = None,
-    load_checkpoint: Annotated[int | None, typer.Option("--load-checkpoint", help=_h("load_checkpoint"))] = None,
-    teacher_noise: Annotated[float | None, typer.Option("--teacher-noise", help=_h("teacher_noise"))] = None,
-    trust_checkpoint: Annotated[bool | None, typer.Option("--trust-checkpoint", help=_h("trust_checkpoint"))] = None,
-    env: Annotated[str | None, typer.Option("--env", help=_h("env"))] = None,
-    steps: Annotated[int | None, typer.Option("--steps", "-n", help=_h("steps"))] = None,
-    eval_every: Annotated[int | None, typer.Option("--eval-every", help=_h("eval_every"))] = None,
-    eval_episodes: Annotated[int | None, typer.Option("--eval-episodes", help=_h("eval_episodes"))] = None,
-    device: Annotated[str | None, typer.Option("--device", help=_h("device"))] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="other run options from a config.json (explicit options win)")
     ] = None,
+    trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help=TRUST_HELP)] = False,
     backend: Annotated[str, typer.Option("--backend", help="local (worker processes) or ray")] = "local",
     address: Annotated[
         str | None, typer.Option("--address", help="Ray cluster address (HOST:PORT, ray://HOST:PORT, auto)")
@@ -378,29 +441,18 @@ def sweep(
     json_out: Annotated[bool, typer.Option("--json", help='print {"runs": [...]} as JSON (and nothing else)')] = False,
 ) -> None:
     """Run every method x seed x student size as a distill run; write a comparison table and learning curves."""
-    from distillcli.sweep import SweepOptions, SweepView, parse_methods, parse_nets, parse_seeds
+    from distillcli.sb3.netspec import parse_nets
+    from distillcli.sweep import SweepOptions, SweepView, parse_methods, parse_seeds
     from distillcli.sweep import sweep as run_sweep
 
-    given = {
-        "teacher": teacher,
-        "load_best": load_best,
-        "load_checkpoint": load_checkpoint,
-        "teacher_noise": teacher_noise,
-        # The refusals of an unsafe teacher name --trust-checkpoint: the sweep must take it too.
-        "trust_checkpoint": trust_checkpoint,
-        "env": env,
-        "steps": steps,
-        "eval_every": eval_every,
-        "eval_episodes": eval_episodes,
-        "device": device,
-    }
     base = RunConfig.from_file(config) if config is not None else {}
-    base.update({k: v for k, v in given.items() if v is not None})
+    base.update(given)
     options = SweepOptions(
         methods=parse_methods(methods),
         seeds=parse_seeds(seeds),
         nets=parse_nets(student_nets) if student_nets is not None else None,
         base=base,
+        trust=trust_checkpoint,
         out=out,
         backend=backend,
         address=address,
@@ -408,15 +460,11 @@ def sweep(
         gpus_per_run=gpus_per_run,
         force=force,
     )
-    result = run_sweep(options, None if quiet else SweepView(stderr))
+    result = run_sweep(options, None if quiet else SweepView(_console(stderr=True)))
     _show_comparison(result.records, result.document, json_out)
-    if result.failed:
-        stderr.print(
-            f"error: {len(result.failed)} of {len(result.records)} runs did not finish; see {result.out}/table.md",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
+    if result.failed:  # exit 1, not 2: the sweep ran, and some of its runs failed (the table says which)
+        failed = f"{len(result.failed)} of {len(result.records)} runs did not finish; see {result.out}/table.md"
+        print(f"error: {failed}", file=sys.stderr)
         raise SystemExit(1)
 
 
@@ -435,6 +483,8 @@ def report(
 
 def _show_comparison(records: list[Any], document: dict[str, Any], json_out: bool) -> None:
     """The table of sweep and report (records: report.RunRecord): rich on stdout, or the JSON document."""
+    from rich.table import Table
+
     from distillcli.report import COLUMNS, group, table_rows
 
     if json_out:
@@ -445,32 +495,36 @@ def _show_comparison(records: list[Any], document: dict[str, Any], json_out: boo
         table.add_column(column, no_wrap=column in ("method", "student net"))
     for row in table_rows(group(records)):
         table.add_row(*row)
-    stdout.print(table)
+    out = _console()
+    out.print(table)
     for record in records:
         if not record.ok:
-            stdout.print(f"{record.name}: {record.status}: {record.error}", markup=False, highlight=False)
+            out.print(f"{record.name}: {record.status}: {short(record.error)}", markup=False, highlight=False)
     files = document["files"]
-    stdout.print("wrote " + ", ".join(files.values()), soft_wrap=True, highlight=False)
+    out.print("wrote " + ", ".join(files.values()), soft_wrap=True, highlight=False, markup=False)
 
 
 def main() -> None:
-    """Entry point: run the app, turning every user error into one line on stderr."""
+    """Entry point: run the app, turning every user error into one line on stderr and a non-zero exit."""
+    code = 0
     try:
-        app(standalone_mode=False)
+        result = app(standalone_mode=False, prog_name="distill")
+        code = result if isinstance(result, int) else 0  # Typer returns 130 for a Ctrl-C it caught itself
+        if code == 130:
+            print("error: interrupted", file=sys.stderr)
     except DistillError as error:
-        stderr.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
-        raise SystemExit(2) from None
-    except Abort:
-        stderr.print("error: interrupted", markup=False)
-        raise SystemExit(130) from None
+        print(f"error: {short(error, 2000)}", file=sys.stderr)
+        code = 2
+    except (Abort, KeyboardInterrupt):
+        print("error: interrupted", file=sys.stderr)
+        code = 130
     except TyperException as error:
         message = error.format_message()
         if message:  # `distill` alone shows the help and has nothing to add
-            stderr.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-        raise SystemExit(error.exit_code) from None
-    except KeyboardInterrupt:
-        stderr.print("error: interrupted", markup=False)
-        raise SystemExit(130) from None
+            print(f"error: {short(message, 2000)}", file=sys.stderr)
+        code = error.exit_code
+    if code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

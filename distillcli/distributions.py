@@ -1,9 +1,9 @@
 """Action distributions of teacher and student, in the one form the objectives need.
 
-SB3 hands back its own distribution objects (per policy family); the paper's losses need cross-entropies
-between two of them, per state. These small classes hold only the parameters, so a batch can be indexed,
-shifted in time and detached like a tensor, and they implement ``Hx(p || q) = -E_{a~p}[log q(a)]``
-analytically where it exists.
+The paper's losses need cross-entropies between teacher and student, per state. These small classes hold only
+the parameters, so a batch can be indexed, shifted in time and detached like a tensor, and they implement
+``Hx(p || q) = -E_{a~p}[log q(a)]`` analytically where it exists. Turning SB3's own distribution objects into
+these is :mod:`distillcli.sb3.policies`' job; nothing here knows SB3.
 """
 
 from __future__ import annotations
@@ -13,15 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any, Self
 
-import gymnasium as gym
-import numpy as np
 import torch
 import torch.nn.functional as F
-from stable_baselines3.common import distributions as sb3_dist
-from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import Tensor
-
-from distillcli.errors import DistillError
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -271,90 +265,7 @@ def _sampled_cross_entropy(p: DiagGaussian, q: ActionDist) -> Tensor:
     return -q.log_prob(p.mean + torch.exp(p.log_std) * noise).mean(0)
 
 
-def from_sb3(
-    distribution: sb3_dist.Distribution,
-    log_prob_floor: float | None = None,
-    bounds: tuple[Tensor, Tensor] | None = None,
-) -> ActionDist:
-    """Convert an SB3 distribution object (after ``proba_distribution``) to ours.
-
-    ``bounds`` (center, half-range of the Box) turn a squashed distribution's [-1, 1] into the env's units.
-    """
-    if isinstance(distribution, sb3_dist.CategoricalDistribution):
-        return Categorical.from_logits(distribution.distribution.logits, log_prob_floor)
-    if isinstance(distribution, sb3_dist.MultiCategoricalDistribution):
-        flat = torch.cat([d.logits for d in distribution.distribution], dim=-1)
-        return MultiCategorical.from_flat(flat, list(distribution.action_dims), log_prob_floor)
-    if isinstance(distribution, sb3_dist.BernoulliDistribution):
-        return Bernoulli.from_logits(distribution.distribution.logits, log_prob_floor)
-    squashed = isinstance(distribution, sb3_dist.SquashedDiagGaussianDistribution) or (
-        isinstance(distribution, sb3_dist.StateDependentNoiseDistribution) and distribution.bijector is not None
-    )
-    if isinstance(distribution, sb3_dist.DiagGaussianDistribution | sb3_dist.StateDependentNoiseDistribution):
-        # gSDE's noise is state-dependent but, per state, still a diagonal Gaussian.
-        normal = distribution.distribution
-        mean, log_std = normal.mean, torch.log(normal.stddev).expand_as(normal.mean)
-        if not squashed:
-            return DiagGaussian(mean, log_std)
-        center, half = bounds if bounds is not None else (torch.zeros(()), torch.ones(()))
-        return SquashedGaussian(mean, log_std, center.expand_as(mean), half.expand_as(mean))
-    raise DistillError(f"action distribution {type(distribution).__name__} is not supported")
-
-
 def stack(dists: list[ActionDist]) -> ActionDist:
     """Stack a list of same-family batches along a new leading (time) dimension."""
     first = dists[0]
     return replace(first, **{f.name: torch.stack([getattr(d, f.name) for d in dists]) for f in fields(first)})
-
-
-def actor_critic_latent(policy: Any, obs: Tensor) -> tuple[Tensor, Tensor]:
-    """The actor's latent and V(s) of an SB3 actor-critic (sb3-contrib's maskable one has the same modules)."""
-    features = policy.extract_features(obs)
-    if policy.share_features_extractor:
-        latent_pi, latent_vf = policy.mlp_extractor(features)
-    else:
-        pi_features, vf_features = features
-        latent_pi = policy.mlp_extractor.forward_actor(pi_features)
-        latent_vf = policy.mlp_extractor.forward_critic(vf_features)
-    return latent_pi, policy.value_net(latent_vf).squeeze(-1)
-
-
-def actor_critic_outputs(
-    policy: ActorCriticPolicy, obs: Tensor, log_prob_floor: float | None = None
-) -> tuple[ActionDist, Tensor]:
-    """One forward pass of an SB3 actor-critic policy: (pi(.|s), V(s)), with the same modules as SB3 uses."""
-    latent_pi, values = actor_critic_latent(policy, obs)
-    return policy_distribution(policy, latent_pi, log_prob_floor), values
-
-
-def actor_outputs(policy: ActorCriticPolicy, obs: Tensor, log_prob_floor: float | None = None) -> ActionDist:
-    """pi(.|s) of an SB3 actor-critic policy without its critic (for a teacher whose V_pi no method reads)."""
-    features = policy.extract_features(obs)
-    pi_features = features if isinstance(features, Tensor) else features[0]  # (pi, vf) when not shared
-    return policy_distribution(policy, policy.mlp_extractor.forward_actor(pi_features), log_prob_floor)
-
-
-def policy_distribution(policy: ActorCriticPolicy, latent_pi: Tensor, log_prob_floor: float | None) -> ActionDist:
-    """The action distribution an SB3 actor-critic builds from its actor's latent."""
-    # The two common families are built directly from the action head: torch.distributions objects
-    # validate their arguments on every call, which costs more than the small networks themselves.
-    action_dist = policy.action_dist
-    if isinstance(action_dist, sb3_dist.CategoricalDistribution):
-        return Categorical.from_logits(policy.action_net(latent_pi), log_prob_floor)
-    if type(action_dist) is sb3_dist.DiagGaussianDistribution:
-        mean = policy.action_net(latent_pi)
-        return DiagGaussian(mean, policy.log_std.expand_as(mean))
-    if isinstance(action_dist, sb3_dist.MultiCategoricalDistribution):
-        flat = policy.action_net(latent_pi)
-        return MultiCategorical.from_flat(flat, list(action_dist.action_dims), log_prob_floor)
-    distribution = policy._get_action_dist_from_latent(latent_pi)
-    return from_sb3(distribution, log_prob_floor, box_bounds(policy.action_space, latent_pi.device))
-
-
-def box_bounds(space: object, device: torch.device) -> tuple[Tensor, Tensor] | None:
-    """(center, half-range) of a bounded Box action space: how SB3 unscales a squashed action."""
-    if not isinstance(space, gym.spaces.Box) or not (np.isfinite(space.low).all() and np.isfinite(space.high).all()):
-        return None
-    low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
-    high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
-    return (high + low) / 2, (high - low) / 2

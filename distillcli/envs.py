@@ -12,7 +12,9 @@ from __future__ import annotations
 import functools
 import importlib
 import math
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -29,8 +31,8 @@ from stable_baselines3.common.vec_env import (
     VecTransposeImage,
 )
 
-from distillcli.errors import DistillError
-from distillcli.tabular.gridworld import register as register_grid_world
+from distillcli.errors import DistillError, short
+from distillcli.gridworld import register as register_grid_world
 
 # Environment families that need an optional extra of distillcli (gymnasium extra, our extra).
 _EXTRAS = {"box2d": "box2d", "mujoco": "mujoco", "ale_py": "atari", "ALE": "atari"}
@@ -69,7 +71,63 @@ def check_env_id(env_id: str) -> None:
     if env_id not in gym.registry:
         close = [name for name in gym.registry if name.lower().startswith(env_id.lower().split("-")[0])][:3]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise DistillError(f"unknown environment id {env_id!r}{hint}")
+        raise DistillError(f"unknown environment id {short(env_id, 80)!r}{hint}")
+
+
+def env_successors(env_id: str) -> list[str]:
+    """Registered later versions of an env id (``LunarLander-v2`` -> ``LunarLander-v3``), oldest first."""
+    try:
+        namespace, name, version = gym.envs.registration.parse_env_id(env_id)
+    except gym.error.Error:
+        return []
+    if version is None:
+        return []
+    _register_optional(env_id)
+    later = []
+    for other in gym.registry:
+        ns, other_name, other_version = gym.envs.registration.parse_env_id(other)
+        if ns == namespace and other_name == name and other_version is not None and other_version > version:
+            later.append((other_version, other))
+    return [other for _, other in sorted(later)]
+
+
+def is_retired(env_id: str) -> bool:
+    """gymnasium no longer makes this id (deprecated, unregistered, or moved to gymnasium-robotics like MuJoCo v3),
+    but registers a later version of it."""
+    _register_optional(env_id)
+    if not env_successors(env_id):
+        return False
+    try:
+        spec = gym.spec(env_id)
+    except gym.error.Error:  # DeprecatedEnv, VersionNotFound
+        return True
+    if isinstance(spec.entry_point, str):
+        try:
+            gym.envs.registration.load_env_creator(spec.entry_point)
+        except ImportError as error:
+            return "gymnasium-robotics" in str(error) or "mujoco_py" in str(error)
+        except Exception:  # a missing optional dependency is the make's to report
+            return False
+    return False
+
+
+_ENV_TOKEN = re.compile(r"(?:[A-Za-z0-9_]+[/-])?[A-Za-z][A-Za-z0-9_]*-v\d+")
+
+
+def infer_env_id(path: Path) -> str | None:
+    """The env id a checkpoint's file name carries (``ppo-CartPole-v1.zip``, rl-zoo's ``ALE-Pong-v5.zip``); a retired
+    id with a registered successor (``LunarLander-v2``) counts too: it is mapped when the env is made."""
+    text = " ".join([path.stem, path.parent.name])
+    matches = [
+        env_id for env_id in gym.registry if env_id in text or ("/" in env_id and env_id.replace("/", "-") in text)
+    ]
+    if matches:
+        return max(matches, key=len)
+    for token in _ENV_TOKEN.findall(text):
+        for candidate in (token, token.split("-", 1)[-1]):  # "ppo-LunarLander-v2" names LunarLander-v2
+            if env_successors(candidate):
+                return candidate
+    return None
 
 
 def register_hinted(text: str) -> None:
@@ -211,6 +269,10 @@ class EnvStack:
     normalization: Normalization | None = None
     frame_stack: int = 0
     source: str = "gymnasium"  # gymnasium | rl-zoo | atari (inferred) | run directory
+    mapped_from: str | None = None  # the retired id the checkpoint recorded, when env_id is its successor
+
+    def retired(self) -> bool:
+        return is_retired(self.env_id)
 
     @property
     def plain(self) -> bool:
@@ -230,6 +292,7 @@ class EnvStack:
             "frame_stack": self.frame_stack,
             "transpose_images": True,
             "source": self.source,
+            "mapped_from": self.mapped_from,
         }
 
     def make(self, n_envs: int, seed: int, *, transpose: bool = True) -> VecEnv:

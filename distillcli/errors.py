@@ -1,5 +1,19 @@
 """The one exception type a user can cause; the CLI prints its message as one line and exits non-zero."""
 
+from __future__ import annotations
+
+MAX_MESSAGE = 300  # characters of a quoted error or value in a message: a file must not print megabytes
+
 
 class DistillError(Exception):
     """A mistake in the user's input (file, option, environment) or a run that cannot go on."""
+
+
+def short(value: object, limit: int = MAX_MESSAGE) -> str:
+    """The first line of an error (or any value's text), at most ``limit`` characters, printable only."""
+    text = str(value).strip()
+    if isinstance(value, BaseException) and not text:
+        text = type(value).__name__
+    first = text.splitlines()[0] if text else ""
+    clean = "".join(c if c.isprintable() else "?" for c in first[: limit + 1])
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."

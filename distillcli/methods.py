@@ -8,13 +8,13 @@ The decision tree of the paper's Figure 1 (``distill recommend``) lives here too
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from distillcli import objectives as obj
-from distillcli.errors import DistillError
+from distillcli.choices import Control, Returns
+from distillcli.errors import DistillError, short
 
-Control = Literal["teacher", "student", "uniform", "mix"]
-CONTROLS: tuple[Control, ...] = ("teacher", "student", "uniform", "mix")
+CONTROLS: tuple[Control, ...] = get_args(Control)
 
 
 @dataclass(frozen=True)
@@ -28,17 +28,29 @@ class Method:
     objective: str | None  # the real objective whose gradient the update is; None when it is not one
     summary: str
     reference: str
-    needs_teacher_value: bool = False
-    uses_env_reward: bool = False
     # How Rhat_t is estimated: the Monte-Carlo pseudo-return (with the --gae-lambda/--baseline options), or a
     # one-step TD target that bootstraps from the student's critic or from the teacher's value function.
-    returns: Literal["monte-carlo", "td"] = "monte-carlo"
+    returns: Returns = "monte-carlo"
     bootstrap: Literal["student-critic", "teacher-value"] = "student-critic"
     critic_init: Literal["default", "zero"] = "default"
 
     @property
     def true_gradient(self) -> bool:
         return self.objective is not None
+
+    @property
+    def terms(self) -> tuple[obj.Term, ...]:
+        return tuple(term for term in (self.loss, self.reward) if term is not None)
+
+    @property
+    def uses_env_reward(self) -> bool:
+        """Some term reads the environment's reward (so episode ends are real ends, see ``--episode-ends``)."""
+        return any(term.env_reward for term in self.terms)
+
+    @property
+    def needs_teacher_value(self) -> bool:
+        """Some term, or the TD target, reads V_pi: the teacher must have a value function."""
+        return self.bootstrap == "teacher-value" or any(term.teacher_value for term in self.terms)
 
     @property
     def epochs(self) -> int:
@@ -111,8 +123,6 @@ METHODS: tuple[Method, ...] = (
         "RL on the environment reward shaped by the teacher's value (potential shaping): same optimum as RL, "
         "guided by the teacher. Use with a weak teacher that has a value function.",
         _PAPER,
-        needs_teacher_value=True,
-        uses_env_reward=True,
     ),
     Method(
         "on-policy-distill+r",
@@ -123,7 +133,6 @@ METHODS: tuple[Method, ...] = (
         "On-policy distillation plus environment reward: can improve beyond the teacher, no guarantee "
         "(it can cycle, paper Fig. 2).",
         _FIGS,
-        uses_env_reward=True,
     ),
     Method(
         "n-distill+r",
@@ -133,7 +142,6 @@ METHODS: tuple[Method, ...] = (
         "E_pith[sum_t Hx(pi(s_t) || pi_th(s_t)) - lambda_r r_t]",
         "n-distill plus environment reward: a true gradient that can improve beyond the teacher.",
         _FIGS,
-        uses_env_reward=True,
     ),
     Method(
         "expected-entropy+r",
@@ -143,7 +151,6 @@ METHODS: tuple[Method, ...] = (
         "E_pith[sum_t -log pi(a_t|s_t) - lambda_r r_t]",
         "Expected entropy plus environment reward: the preferred way to improve beyond a strong teacher.",
         _FIGS,
-        uses_env_reward=True,
     ),
     Method(
         "+r+v-cond",
@@ -154,8 +161,6 @@ METHODS: tuple[Method, ...] = (
         "Environment reward plus cross-entropy only where the teacher's value beats the student's critic "
         "(Prop. 2: at convergence at least as good as the teacher). Needs a teacher value function.",
         _FIGS,
-        needs_teacher_value=True,
-        uses_env_reward=True,
     ),
     Method(
         "td+v-teacher",
@@ -166,8 +171,6 @@ METHODS: tuple[Method, ...] = (
         "Actor-critic on the environment reward whose one-step target bootstraps from the teacher's value: "
         "r_t + gamma V_pi(s_{t+1}) (Prop. 3: at least as good as the teacher).",
         _FIGS,
-        needs_teacher_value=True,
-        uses_env_reward=True,
         returns="td",
         bootstrap="teacher-value",
     ),
@@ -180,7 +183,6 @@ METHODS: tuple[Method, ...] = (
         "The same one-step actor-critic with the student's own critic started at zero: the no-teacher "
         "control of td+v-teacher.",
         _FIGS,
-        uses_env_reward=True,
         returns="td",
         critic_init="zero",
     ),
@@ -193,7 +195,6 @@ METHODS: tuple[Method, ...] = (
         "No teacher at all: policy gradient (PPO-style actor-critic) on the environment reward. The baseline "
         "of the paper's figures, and RL from scratch for benchmarks; the teacher is only used for metrics.",
         _FIGS,
-        uses_env_reward=True,
     ),
     Method(
         "kl-regularised",
@@ -213,7 +214,6 @@ METHODS: tuple[Method, ...] = (
         "Proximal Policy Distillation: PPO's clipped surrogate on environment reward plus a clipped KL to the "
         "teacher on the student's states (what sb3-distill offers).",
         "Spigler 2024, Proximal Policy Distillation",
-        uses_env_reward=True,
     ),
     Method(
         "bc",
@@ -237,7 +237,6 @@ METHODS: tuple[Method, ...] = (
     ),
 )
 
-DEFAULT_METHOD = "expected-entropy"
 _BY_NAME = {m.name: m for m in METHODS}
 
 
@@ -249,7 +248,7 @@ def get_method(name: str) -> Method:
     try:
         return _BY_NAME[name]
     except KeyError:
-        raise DistillError(f"unknown method {name!r}; valid methods: {', '.join(method_names())}") from None
+        raise DistillError(f"unknown method {short(name, 60)!r}; valid methods: {', '.join(method_names())}") from None
 
 
 def describe(method: Method) -> dict[str, object]:

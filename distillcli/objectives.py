@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+from distillcli.choices import KLDirection, LossOffset
 
-from distillcli.distributions import ActionDist
+if TYPE_CHECKING:  # the functions only call tensor methods: `distill methods` reads Table 1 without torch
+    from torch import Tensor
 
-KLDirection = Literal["teacher-student", "student-teacher"]
+    from distillcli.distributions import ActionDist
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class ObjectiveOptions:
     # own entropy for Hx(pi || pi_th)). A trajectory sum of cross-entropies is otherwise smallest for the
     # shortest episode, so a student that can end episodes is paid to fail; with the offset the objective's
     # minimum (zero) is the teacher itself. "none" is Table 1 verbatim. Loss gradients are unchanged.
-    loss_offset: Literal["min", "none"] = "min"
+    loss_offset: LossOffset = "min"
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,15 @@ class Term:
 
     ``minimum`` is, for a per-state loss, its smallest value over all student policies at that state
     (reached by copying the teacher); pseudo-rewards built from the loss subtract it (``--loss-offset``).
+    ``env_reward`` and ``teacher_value`` say what the function reads besides the two policies: a method's needs
+    (and so how the trainer treats episode ends) follow from its terms.
     """
 
     formula: str
     fn: Callable[[Terms], Tensor]
     minimum: Callable[[Terms], Tensor] | None = None
+    env_reward: bool = False  # reads r_t
+    teacher_value: bool = False  # reads V_pi
 
     def __call__(self, terms: Terms) -> Tensor:
         return self.fn(terms)
@@ -131,13 +135,14 @@ def _value_conditioned(terms: Terms) -> Tensor:
     return _distill_cross_entropy(terms) * teacher_better.float()
 
 
-value_conditioned_cross_entropy = Term("Hx(pi(s_t) || pi_th(s_t)) * [V_pi(s_t) > V_th(s_t)]", _value_conditioned)
+value_conditioned_cross_entropy = Term(
+    "Hx(pi(s_t) || pi_th(s_t)) * [V_pi(s_t) > V_th(s_t)]", _value_conditioned, teacher_value=True
+)
 
 
 def _proximal(terms: Terms) -> Tensor:
     # Spigler (2024): lambda * max(ratio, 1 - eps) * KL(pi || pi_th) on the student's own states.
-    ratio = terms.log_ratio.exp()
-    weight = torch.maximum(ratio, torch.full_like(ratio, 1.0 - terms.options.clip_range))
+    weight = terms.log_ratio.exp().clamp(min=1.0 - terms.options.clip_range)
     return terms.options.proximal_lambda * weight * terms.teacher.kl(terms.student)
 
 
@@ -155,6 +160,8 @@ def _next_state_loss_negated(loss: Term) -> Term:
     return Term(
         f"-{loss.formula.replace('s_t', 's_{i+1}')}",
         lambda t: -_alive(t) * loss.offset(_next(t)),
+        env_reward=loss.env_reward,
+        teacher_value=loss.teacher_value,
     )
 
 
@@ -171,7 +178,7 @@ def _expected_entropy_reward(terms: Terms) -> Tensor:
     # Where a_{i+1} was never drawn (end of a rollout segment, time-limit truncation) use its exact
     # expectation under pi_th, which has the same conditional mean.
     expected = -student_cross_entropy.offset(nxt)
-    return _alive(terms) * torch.where(terms.next_action_known, sampled, expected)
+    return _alive(terms) * sampled.where(terms.next_action_known, expected)
 
 
 def _teacher_value_shaping(terms: Terms) -> Tensor:
@@ -186,14 +193,18 @@ def with_env_reward(reward: Term) -> Term:
     return Term(
         f"lambda_r * r_i + {reward.formula}",
         lambda t: t.options.reward_weight * t.env_rewards + reward(t),
+        env_reward=True,
+        teacher_value=reward.teacher_value,
     )
 
 
-env_reward = Term("lambda_r * r_i", lambda t: t.options.reward_weight * t.env_rewards)
+env_reward = Term("lambda_r * r_i", lambda t: t.options.reward_weight * t.env_rewards, env_reward=True)
 teacher_log_prob = Term("log pi(a_i | s_i)", _teacher_log_prob)
 next_cross_entropy = _next_state_loss_negated(teacher_cross_entropy)
 next_teacher_log_prob = Term("log pi(a_{i+1} | s_{i+1})", _expected_entropy_reward)
-teacher_value_shaping = Term("r_i + gamma V_pi(s_{i+1}) - V_pi(s_i)", _teacher_value_shaping)
+teacher_value_shaping = Term(
+    "r_i + gamma V_pi(s_{i+1}) - V_pi(s_i)", _teacher_value_shaping, env_reward=True, teacher_value=True
+)
 log_ratio_teacher_student = Term(
     "log pi(a_i | s_i) - log pi_th(a_i | s_i)",
     lambda t: t.teacher.log_prob(t.actions) - t.student.log_prob(t.actions),

@@ -11,66 +11,17 @@ import csv
 import io
 import json
 import math
-import statistics
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distillcli.errors import DistillError
 from distillcli.metrics import atomic_write_bytes, jsonable
+from distillcli.sb3.netspec import net_label
+from distillcli.stats import REACHED, mean_ci, progress, reached
 
 TABLE_MD, TABLE_CSV, RUNS_CSV, PLOT = "table.md", "table.csv", "runs.csv", "curves.png"
-REACHED = 0.95  # "reached the teacher": return ratio at least this
-
-# t(0.975, df), two-sided 95%; between rows the smaller df is used (a slightly wider, conservative interval).
-_T975 = {
-    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-    11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-    20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
-    29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980,
-}  # fmt: skip
-
-
-def t975(df: int) -> float:
-    """Student-t quantile t(0.975, df) from the table above (1.96 beyond df = 120)."""
-    if df < 1:
-        raise ValueError("a confidence interval needs at least two values")
-    return _T975[max(d for d in _T975 if d <= df)] if df <= 120 else 1.960
-
-
-def mean_ci(values: Iterable[float]) -> tuple[float | None, float | None]:
-    """(mean, half-width of the 95% t interval); (None, None) without values, (mean, None) for one."""
-    data = [v for v in values if math.isfinite(v)]
-    if not data:
-        return None, None
-    if len(data) == 1:
-        return data[0], None
-    return statistics.fmean(data), t975(len(data) - 1) * statistics.stdev(data) / math.sqrt(len(data))
-
-
-def ratio(student: float, teacher: float) -> float:
-    """The return ratio of ``distill run`` (teacher / student when both are negative), NaN where undefined."""
-    from distillcli.run import return_ratio  # the one definition; imported late, it pulls in torch
-
-    return return_ratio(student, teacher)
-
-
-def reached(student: float, teacher: float) -> bool:
-    """At least 95% of the teacher: ratio >= 0.95 (for a negative teacher return T, student >= T / 0.95), or
-    simply at least the teacher's return (which covers a teacher return of 0 and a positive student over a
-    negative teacher)."""
-    return student >= teacher or ratio(student, teacher) >= REACHED
-
-
-def net_label(net: Any) -> str:
-    """[32, 32] or "32,32" -> "32x32"; "cnn:256/64,64" -> "cnn256-64x64" (run names and table rows).
-
-    A run's name is its directory's name: no '/' (a subdirectory) and no ':' (not allowed on Windows).
-    """
-    if isinstance(net, list | tuple):
-        return "x".join(str(w) for w in net)
-    return str(net).replace(",", "x").replace(" ", "").replace(":", "").replace("/", "-")
+MAX_DEPTH = 8  # directory levels searched below each DIR for run directories
 
 
 @dataclass
@@ -106,6 +57,20 @@ class RunRecord:
         return self._summary_float("return_ratio")
 
     @property
+    def random_return(self) -> float:
+        return self._summary_float("random_return")
+
+    @property
+    def score(self) -> float:
+        """The normalised score (the return ratio for summaries of earlier versions, which have no random return)."""
+        value = self._summary_float("score")
+        return (
+            value
+            if math.isfinite(value)
+            else progress(self._summary_float("student_return"), self.teacher_return, self.random_return)
+        )
+
+    @property
     def wall_seconds(self) -> float:
         return self._summary_float("wall_seconds")
 
@@ -115,7 +80,8 @@ class RunRecord:
         teacher = self.teacher_return
         if not math.isfinite(teacher):
             return None
-        return next((steps for steps, student in self.curve if reached(student, teacher)), None)
+        random = self.random_return
+        return next((steps for steps, student in self.curve if reached(student, teacher, random)), None)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -128,6 +94,7 @@ class RunRecord:
             "status": self.status,
             "error": self.error,
             "reused": self.reused,
+            "score": self.score,
             "steps_to_95": self.steps_to_95,
             "summary": self.summary,
         }
@@ -230,6 +197,7 @@ class Group:
     def row(self) -> dict[str, Any]:
         ok = [r for r in self.records if r.ok]
         steps = [s for s in (r.steps_to_95 for r in ok) if s is not None]
+        score_mean, score_ci = mean_ci(r.score for r in ok)
         ratio_mean, ratio_ci = mean_ci(r.return_ratio for r in ok)
         steps_mean, steps_ci = mean_ci(steps)
         wall_mean, wall_ci = mean_ci(r.wall_seconds for r in ok)
@@ -239,6 +207,8 @@ class Group:
             "net": self.net,
             "runs": len(self.records),
             "finished": len(ok),
+            "score_mean": score_mean,
+            "score_ci95": score_ci,
             "return_ratio_mean": ratio_mean,
             "return_ratio_ci95": ratio_ci,
             "reached_95": len(steps),
@@ -274,7 +244,7 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-COLUMNS = ("method", "student net", "finished", "return ratio", "reached 95%", "env steps to 95%", "wall s")
+COLUMNS = ("method", "student net", "finished", "score", "return ratio", "reached 95%", "env steps to 95%", "wall s")
 
 
 def table_rows(groups: list[Group]) -> list[list[str]]:
@@ -288,6 +258,7 @@ def table_rows(groups: list[Group]) -> list[list[str]]:
                 f"{g.method} ({g.env_id})" if several_envs else g.method,
                 g.net,
                 f"{r['finished']}/{r['runs']}",
+                _with_ci(r["score_mean"], r["score_ci95"], 3),
                 _with_ci(r["return_ratio_mean"], r["return_ratio_ci95"], 3),
                 f"{r['reached_95']}/{r['finished']}",
                 _with_ci(r["steps_to_95_mean"], r["steps_to_95_ci95"], 0),
@@ -332,10 +303,22 @@ def table_csv(records: list[RunRecord]) -> bytes:
 
 
 def runs_csv(records: list[RunRecord]) -> bytes:
-    header = ["name", "method", "seed", "net", "env_id", "status", "return_ratio", "steps_to_95", "wall_seconds"]
+    header = ["name", "method", "seed", "net", "env_id", "status", "score", "return_ratio", "steps_to_95"]
+    header += ["wall_seconds"]
     header += ["reused", "run_dir", "error"]
     rows = [
-        [r.name, r.method, r.seed, r.net, r.env_id, r.status, jsonable(r.return_ratio), r.steps_to_95, *rest]
+        [
+            r.name,
+            r.method,
+            r.seed,
+            r.net,
+            r.env_id,
+            r.status,
+            jsonable(r.score),
+            jsonable(r.return_ratio),
+            r.steps_to_95,
+            *rest,
+        ]
         for r in records
         for rest in [[jsonable(r.wall_seconds), r.reused, r.run_dir, r.error]]
     ]
@@ -361,7 +344,7 @@ def plot(records: list[RunRecord]) -> bytes:
         curves = []
         for r in runs:
             steps = np.array([s for s, _ in r.curve])
-            ratios = np.array([ratio(v, r.teacher_return) for _, v in r.curve])
+            ratios = np.array([progress(v, r.teacher_return, r.random_return) for _, v in r.curve])
             # Each run is interpolated between its own evaluations only (no extrapolation past its last).
             curves.append(np.where(grid <= steps.max(), np.interp(grid, steps, ratios), np.nan))
         stack = np.vstack(curves)

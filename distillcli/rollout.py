@@ -18,9 +18,9 @@ import torch
 from stable_baselines3.common.vec_env import VecEnv
 from torch import Tensor
 
+from distillcli.choices import Control
 from distillcli.distributions import ActionDist, Categorical, MultiCategorical, stack
 from distillcli.errors import DistillError
-from distillcli.methods import Control
 
 # obs -> (action distribution, value or None); the teacher and the student both look like this.
 PolicyFn = Callable[[Tensor], tuple[ActionDist, Tensor | None]]

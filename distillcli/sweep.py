@@ -15,7 +15,6 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import re
 import signal
 import socket
 import threading
@@ -32,11 +31,12 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from distillcli.config import RunConfig
 from distillcli.errors import DistillError
 from distillcli.methods import get_method, method_names
-from distillcli.report import RunRecord, document, is_run_dir, net_label, read_run, write_report
+from distillcli.report import RunRecord, document, is_run_dir, read_run, write_report
+from distillcli.sb3.netspec import NetSpec, net_label
 
 BACKENDS = ("local", "ray")
 # Options that change how fast a run goes, not what it computes: a finished run with other values still counts.
-NOT_COMPARED = {"out", "force", "threads", "device", "tensorboard"}
+NOT_COMPARED = {"out", "threads", "device", "tensorboard"}
 REPORT_EVERY_S = 0.5  # progress messages per worker, at most two a second
 
 
@@ -66,37 +66,6 @@ def parse_seeds(text: str) -> list[int]:
     return _distinct("--seeds", seeds)
 
 
-def parse_nets(text: str) -> list[str]:
-    """``32,32/64,64`` -> ["32,32", "64,64"]: student sizes separated by '/', each like --student-net.
-
-    A CNN spec keeps its own '/': ``cnn:256/64,64/cnn`` -> ["cnn:256/64,64", "cnn"] (the widths right after a
-    ``cnn`` part are its layers). CNN specs are checked against the teacher's observations in :func:`plan`.
-    """
-    nets: list[str] = []
-    for part in text.split("/"):
-        spec = part.strip().replace(" ", "")
-        if spec.lower().startswith("cnn"):
-            nets.append(spec.lower())
-            continue
-        if nets and nets[-1].startswith("cnn") and "/" not in nets[-1] and re.fullmatch(r"[\d,]+", spec):
-            nets[-1] += f"/{spec}"
-            continue
-        if spec.lower() == "auto":
-            nets.append("auto")
-            continue
-        try:
-            widths = [int(w) for w in spec.split(",")]
-        except ValueError:
-            widths = []
-        if not widths or any(w <= 0 for w in widths):
-            raise DistillError(
-                f"--student-nets must be student sizes separated by '/', each positive widths like 32,32 "
-                f"(or auto, or cnn:256/64,64 for images): e.g. 32,32/64,64; got {text!r}"
-            )
-        nets.append(",".join(map(str, widths)))
-    return nets
-
-
 def _distinct(option: str, values: list[Any]) -> list[Any]:
     repeated = sorted({str(v) for v in values if values.count(v) > 1})
     if repeated:
@@ -110,8 +79,9 @@ class SweepOptions:
 
     methods: list[str]
     seeds: list[int]
-    nets: list[str] | None  # None: the base options' student_net (default auto)
+    nets: list[NetSpec] | None  # None: the base options' student_net (default auto)
     base: dict[str, Any]  # RunConfig options shared by every run (from --config and the sweep's own options)
+    trust: bool = False  # --trust-checkpoint, typed on this command line (never from a file)
     out: Path | None = None
     backend: str = "local"
     address: str | None = None
@@ -127,6 +97,8 @@ class Task:
     name: str
     config: RunConfig
     resume: bool = False
+    trust: bool = False
+    force: bool = False  # the directory is this sweep's own: what an unfinished run left there is replaced
 
 
 @dataclass
@@ -140,8 +112,9 @@ class Plan:
 
 def plan(options: SweepOptions) -> Plan:
     """Check everything shared by the runs, once, and list the runs still to do."""
-    from distillcli.run import check_action_masks, parse_schedule, prepare_run, require_teacher_value
-    from distillcli.students import parse_student_net
+    from distillcli.run.pipeline import parse_schedule, task_budget
+    from distillcli.run.setup import check_action_masks, prepare_run, require_teacher_value
+    from distillcli.sb3.student import resolve_net
 
     if options.backend not in BACKENDS:
         raise DistillError(f"--backend must be one of {', '.join(BACKENDS)}, got {options.backend!r}")
@@ -156,20 +129,22 @@ def plan(options: SweepOptions) -> Plan:
     parse_schedule("mix", base.mix, 0.0, 1.0)
     parse_schedule("reward-weight", base.reward_weight)
     # With Ray the device is the workers' business: the machine that submits may have no GPU.
-    setup = prepare_run(base, "cpu" if options.backend == "ray" else None)
+    setup = prepare_run(base, options.trust, "cpu" if options.backend == "ray" else None)
     for name in options.methods:
         require_teacher_value(get_method(name), setup.teacher)
     check_action_masks(setup, base.seed)
     # As `distill run` parses --student-net; the resolved spec (auto made explicit) names the run and parses back
     # to the same student in the worker.
-    specs = options.nets or [base.student_net]
-    nets = [str(parse_student_net(spec, setup.teacher.policy, setup.observation_space)) for spec in specs]
+    specs = options.nets or [NetSpec.parse(base.student_net)]
+    teacher = setup.teacher
+    nets = [str(resolve_net(spec, teacher.hidden_widths, teacher.policy, setup.observation_space)) for spec in specs]
     nets = _distinct("--student-nets", nets)  # auto may equal an explicit size
     out = options.out or Path("runs") / f"sweep-{setup.env_id.replace('/', '-')}"
     if out.exists() and not out.is_dir():
         raise DistillError(f"--out {out} exists and is not a directory")
     out = out.resolve()  # workers (Ray's included) may start elsewhere
-    teacher = str(setup.checkpoint.path.expanduser().resolve())
+    teacher_path = str(setup.checkpoint.path.expanduser().resolve())
+    steps = base.steps or task_budget(setup.stack)
 
     tasks: list[Task] = []
     reused: list[RunRecord] = []
@@ -179,8 +154,8 @@ def plan(options: SweepOptions) -> Plan:
             for seed in options.seeds:
                 name = f"{method}-s{seed}-{net_label(net)}"
                 order.append(name)
-                config = replace(base, teacher=teacher, env=setup.env_id, method=method, seed=seed)
-                config = replace(config, student_net=net, out=str(out / name), force=False)
+                config = replace(base, teacher=teacher_path, env=setup.env_id, method=method, seed=seed, steps=steps)
+                config = replace(config, student_net=net, out=str(out / name))
                 previous = read_run(out / name, name)
                 if previous is not None and previous.ok and not options.force:
                     _check_same(previous, config)
@@ -188,9 +163,8 @@ def plan(options: SweepOptions) -> Plan:
                     reused.append(previous)
                 else:
                     interrupted = previous is not None and previous.status == "interrupted" and not options.force
-                    # The directory is this sweep's own: what an unfinished run left there is replaced.
-                    config = replace(config, force=previous is not None and not interrupted)
-                    tasks.append(Task(name, config, resume=interrupted))
+                    force = previous is not None and not interrupted
+                    tasks.append(Task(name, config, resume=interrupted, trust=options.trust, force=force))
     return Plan(out, setup.env_id, tasks, reused, order)
 
 
@@ -205,7 +179,7 @@ def _claim(out: Path) -> None:
 
 def _check_same(previous: RunRecord, config: RunConfig) -> None:
     """A finished run is reused only if it ran with this sweep's options; otherwise say so, once."""
-    from distillcli.run import with_method_defaults
+    from distillcli.run.pipeline import with_method_defaults
 
     stored = RunConfig.from_file(Path(previous.run_dir) / "config.json")
     wanted = with_method_defaults(config, get_method(config.method), config.student_net.startswith("cnn")).to_json()
@@ -264,15 +238,15 @@ def execute(task: Task, queue: Any = None) -> RunRecord:
     send(("start", task.name, os.getpid(), task.config.steps))
     error = ""
     try:
-        config, state = task.config, None
+        config, state, force = task.config, None, task.force
         if task.resume:  # the sweep's options win over the stored ones, as with `distill run --resume`
             try:
                 _, state = load_resume_state(Path(str(config.out)))
             except DistillError:
                 state = None
             if state is None or state.env_steps >= config.steps:  # nothing usable to continue: start over
-                config, state = replace(config, force=True), None
-        run(config, progress, state)
+                state, force = None, True
+        run(config, progress, state, trust=task.trust, force=force)
     except DistillError as failure:
         error = str(failure)
     except KeyboardInterrupt:  # stopped outside training (setup or saving): nothing to resume
@@ -602,7 +576,7 @@ class SweepView:
         if self.overall is not None:
             self.bar.advance(self.overall)
         if record.ok:
-            text = f"done   {record.name}: return ratio {record.return_ratio:.3f}, {record.wall_seconds:.1f} s"
+            text = f"done   {record.name}: score {record.score:.3f}, {record.wall_seconds:.1f} s"
         elif record.status == "interrupted":
             text = f"stopped {record.name}: {record.error}"
         else:

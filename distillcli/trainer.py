@@ -16,17 +16,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
+from distillcli.choices import Baseline, Control, EpisodeEnds
 from distillcli.distributions import ActionDist
-from distillcli.methods import Control, Method
+from distillcli.methods import Method
 from distillcli.objectives import ObjectiveOptions, Terms
 from distillcli.rollout import Collector, PolicyFn, Rollout, masked
-
-Baseline = Literal["critic", "mean", "none"]
 
 
 class Optimizer(Protocol):
@@ -72,7 +71,7 @@ class UpdateOptions:
     # "continue" (the reset state follows, as in one continuing process), or "auto": continue for methods
     # without environment reward, absorb for those with it. Under "absorb" a sum of per-state losses is
     # smallest for the shortest episode, which pays a student to fail in environments like CartPole.
-    episode_ends: Literal["auto", "continue", "absorb"] = "auto"
+    episode_ends: EpisodeEnds = "auto"
 
 
 # --- Eq. 1, as pure functions (also used by the exact-gradient tests) -------------------------------------
@@ -237,6 +236,83 @@ def eq1_surrogate(
     return total, {"loss": per_state_loss, "score": score, "value_loss": value_loss}
 
 
+@dataclass
+class SegmentInputs:
+    """Eq. 1's per-step inputs of one segment, flattened to its T * N states: what every minibatch (and the plain
+    one-epoch estimator) takes its rows from. Built once per segment, by :meth:`of`, for ``update`` and for
+    ``segment_surrogate`` alike, so the studies and the exact tests run the same code as ``distill run``."""
+
+    obs: Tensor
+    teacher: ActionDist
+    actions: Tensor
+    env_rewards: Tensor
+    teacher_values: Tensor | None
+    masks: Tensor | None
+    old_log_probs: Tensor
+    advantages: Tensor | None
+    value_targets: Tensor | None
+
+    @classmethod
+    def of(cls, rollout: Rollout, targets: Targets) -> SegmentInputs:
+        steps, n = rollout.shape
+
+        def flat(x: Tensor) -> Tensor:
+            return x[:steps].reshape(steps * n, *x.shape[2:])
+
+        return cls(
+            obs=flat(rollout.obs),
+            teacher=rollout.teacher[:steps].map(lambda p: p.reshape(steps * n, *p.shape[2:])),
+            actions=flat(rollout.actions),
+            env_rewards=rollout.env_rewards.reshape(-1),
+            teacher_values=None if rollout.teacher_values is None else flat(rollout.teacher_values),
+            masks=None if rollout.masks is None else flat(rollout.masks),
+            old_log_probs=targets.old_log_probs.reshape(-1),
+            advantages=None if targets.advantages is None else targets.advantages.reshape(-1),
+            value_targets=None if targets.value_targets is None else targets.value_targets.reshape(-1),
+        )
+
+    def __len__(self) -> int:
+        return int(self.env_rewards.shape[0])
+
+    def rows(self, index: Tensor | None) -> SegmentInputs:
+        """A minibatch (None: the whole segment, as it is)."""
+        if index is None:
+            return self
+
+        def pick(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x[index]
+
+        return SegmentInputs(
+            obs=self.obs[index],
+            teacher=self.teacher[index],
+            actions=self.actions[index],
+            env_rewards=self.env_rewards[index],
+            teacher_values=pick(self.teacher_values),
+            masks=pick(self.masks),
+            old_log_probs=self.old_log_probs[index],
+            advantages=pick(self.advantages),
+            value_targets=pick(self.value_targets),
+        )
+
+    def surrogate(
+        self, method: Method, dist: ActionDist, values: Tensor, options: ObjectiveOptions, value_coef: float
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Eq. 1's per-sample surrogate on these rows, given the student's ``dist`` and ``values`` on ``obs``."""
+        if self.masks is not None:
+            dist = masked(dist, self.masks)
+        terms = Terms(
+            student=dist,
+            teacher=self.teacher,
+            actions=self.actions,
+            env_rewards=self.env_rewards,
+            log_ratio=dist.log_prob(self.actions) - self.old_log_probs,
+            student_values=values,
+            teacher_values=self.teacher_values,
+            options=options,
+        )
+        return eq1_surrogate(method, terms, self.advantages, self.value_targets, value_coef)
+
+
 def segment_surrogate(
     method: Method,
     rollout: Rollout,
@@ -249,23 +325,7 @@ def segment_surrogate(
     """Eq. 1's per-step surrogate over a whole segment at once, [T, N] (one epoch, no minibatches: the plain
     estimator). ``dist`` and ``values`` are the student's on the segment's T * N states, with gradients."""
     steps, n = rollout.shape
-    if rollout.masks is not None:
-        dist = masked(dist, rollout.masks[:steps].reshape(steps * n, *rollout.masks.shape[2:]))
-    actions = rollout.actions.reshape(steps * n, *rollout.actions.shape[2:])
-    log_prob = dist.log_prob(actions)
-    terms = Terms(
-        student=dist,
-        teacher=rollout.teacher[:steps].map(lambda p: p.reshape(steps * n, *p.shape[2:])),
-        actions=actions,
-        env_rewards=rollout.env_rewards.reshape(-1),
-        log_ratio=log_prob - log_prob.detach(),
-        student_values=values,
-        teacher_values=None if rollout.teacher_values is None else rollout.teacher_values[:steps].reshape(-1),
-        options=options,
-    )
-    advantages = None if targets.advantages is None else targets.advantages.reshape(-1)
-    value_targets = None if targets.value_targets is None else targets.value_targets.reshape(-1)
-    total, _ = eq1_surrogate(method, terms, advantages, value_targets, value_coef)
+    total, _ = SegmentInputs.of(rollout, targets).surrogate(method, dist, values, options, value_coef)
     return total.view(steps, n)
 
 
@@ -353,20 +413,9 @@ def update(
     settings: UpdateOptions,
 ) -> dict[str, float]:
     """One Eq. 1 update (several epochs of minibatches) on a segment; returns the segment's metrics."""
-    steps, n_envs = rollout.shape
     targets = segment_targets(method, rollout, student, options, settings)
-    flat_obs = rollout.obs[:steps].reshape(steps * n_envs, *rollout.obs.shape[2:])
-    flat_teacher = rollout.teacher[:steps].map(lambda p: p.reshape(steps * n_envs, *p.shape[2:]))
-    flat_actions = rollout.actions.reshape(steps * n_envs, *rollout.actions.shape[2:])
-    flat_rewards = rollout.env_rewards.reshape(-1)
-    flat_teacher_values = None if rollout.teacher_values is None else rollout.teacher_values[:steps].reshape(-1)
-    masks = rollout.masks
-    flat_masks = None if masks is None else masks[:steps].reshape(steps * n_envs, *masks.shape[2:])
-    old_log_probs = targets.old_log_probs.reshape(-1)
-    advantages = None if targets.advantages is None else targets.advantages.reshape(-1)
-    value_targets = None if targets.value_targets is None else targets.value_targets.reshape(-1)
-
-    batch = steps * n_envs
+    inputs = SegmentInputs.of(rollout, targets)
+    batch = len(inputs)
     minibatch = min(settings.minibatch_size, batch)
     # Summed as tensors and read once at the end: a float() per minibatch costs more than a small model's step.
     sums: Tensor | None = None
@@ -374,35 +423,12 @@ def update(
     n_minibatches = 0
     for _ in range(settings.epochs):
         # One minibatch per epoch takes the segment as it is: gathering rows in a new order would change nothing.
-        order = torch.randperm(batch, device=flat_obs.device) if minibatch < batch else None
+        order = torch.randperm(batch, device=inputs.obs.device) if minibatch < batch else None
         for begin in range(0, batch, minibatch):
-            index = None if order is None else order[begin : begin + minibatch]
-
-            def rows(x: Tensor, index: Tensor | None = index) -> Tensor:
-                return x if index is None else x[index]
-
-            dist, values = student(rows(flat_obs))
+            rows = inputs.rows(None if order is None else order[begin : begin + minibatch])
+            dist, values = student(rows.obs)
             assert values is not None
-            if flat_masks is not None:
-                dist = masked(dist, rows(flat_masks))
-            actions = rows(flat_actions)
-            terms = Terms(
-                student=dist,
-                teacher=flat_teacher if index is None else flat_teacher[index],
-                actions=actions,
-                env_rewards=rows(flat_rewards),
-                log_ratio=dist.log_prob(actions) - rows(old_log_probs),
-                student_values=values,
-                teacher_values=None if flat_teacher_values is None else rows(flat_teacher_values),
-                options=options,
-            )
-            total, parts = eq1_surrogate(
-                method,
-                terms,
-                None if advantages is None else rows(advantages),
-                None if value_targets is None else rows(value_targets),
-                settings.value_coef,
-            )
+            total, parts = rows.surrogate(method, dist, values, options, settings.value_coef)
             loss = total.mean()
             optimizer.zero_grad(set_to_none=False)  # in place: a student's gradients are views of one buffer
             loss.backward()  # type: ignore[no-untyped-call]

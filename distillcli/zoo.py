@@ -29,7 +29,7 @@ from stable_baselines3.common.vec_env import VecEnvWrapper
 from distillcli.envs import EnvStack, Normalization, Wrapper, register_hinted, resolve_class
 from distillcli.errors import DistillError
 from distillcli.metrics import atomic_write_bytes, atomic_write_json
-from distillcli.teachers import NeedsTrust
+from distillcli.sb3.checkpoint import NeedsTrust
 
 ENV_FILE = "env.json"
 STATS_FILE = "vecnormalize.pkl"

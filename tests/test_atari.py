@@ -19,7 +19,7 @@ from stable_baselines3 import PPO
 from distillcli.envs import ATARI_WRAPPER
 from distillcli.errors import DistillError
 from distillcli.run import prepare
-from distillcli.students import parse_student_net
+from distillcli.sb3.student import resolve_net
 from tests.conftest import CLI
 
 ENV_ID = "ALE/Pong-v5"
@@ -108,11 +108,14 @@ def test_bare_atari_zip_gets_the_atari_stack(pong_zip: Path) -> None:
     dist, _ = setup.teacher(torch.as_tensor(obs))
     torch.testing.assert_close(dist.logits, expected)  # type: ignore[attr-defined]
 
-    net = parse_student_net("auto", setup.teacher.policy, setup.observation_space)
+    net = resolve_net("auto", setup.teacher.hidden_widths, setup.teacher.policy, setup.observation_space)
     assert net.features_dim == 256 and net.layers == []  # half the teacher's NatureCNN features
-    assert str(parse_student_net("cnn:128/64,32", setup.teacher.policy, setup.observation_space)) == "cnn:128/64,32"
+    assert (
+        str(resolve_net("cnn:128/64,32", setup.teacher.hidden_widths, setup.teacher.policy, setup.observation_space))
+        == "cnn:128/64,32"
+    )
     with pytest.raises(DistillError, match="cnn:256"):
-        parse_student_net("cnn:wide", setup.teacher.policy, setup.observation_space)
+        resolve_net("cnn:wide", setup.teacher.hidden_widths, setup.teacher.policy, setup.observation_space)
 
 
 @pytest.mark.parametrize("spec", ["cnn", "cnn:64/32"])

@@ -28,8 +28,9 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 
 from distillcli.config import RunConfig
 from distillcli.errors import DistillError
-from distillcli.students import parse_student_net
-from distillcli.teachers import check_spaces, load_teacher, read_checkpoint
+from distillcli.sb3.checkpoint import read_checkpoint
+from distillcli.sb3.student import resolve_net
+from distillcli.sb3.teacher import check_spaces, load_teacher
 from tests.test_zoo import _dump, make_zoo_folder
 
 
@@ -181,9 +182,9 @@ RUN_CASES = [
         id="device-cuda",
         marks=pytest.mark.skipif(CUDA, reason="this machine has CUDA"),
     ),
-    pytest.param(("--device", "tpu"), "--device must be one of", id="device-tpu"),
+    pytest.param(("--device", "tpu"), "--device must be auto, cpu, cuda or cuda:N", id="device-tpu"),
     pytest.param(("--steps", "-5"), "--steps must be positive", id="steps-negative"),
-    pytest.param(("--steps", "0"), "--steps must be positive", id="steps-zero"),
+    pytest.param(("--steps", "-5"), "--steps must be positive", id="steps-negative"),
     pytest.param(("--steps", "many"), "Invalid value for '--steps'", id="steps-word"),
     pytest.param(("--steps",), "requires an argument", id="steps-no-value"),
     pytest.param(("--lr", "-1"), "--lr must be a positive number", id="lr-negative"),
@@ -192,11 +193,11 @@ RUN_CASES = [
     pytest.param(("--gamma", "1.5"), "--gamma must be in [0, 1]", id="gamma-above-one"),
     pytest.param(("--eval-every", "-1"), "--eval-every must be >= 0", id="eval-every-negative"),
     pytest.param(("--clip-range", "1.5"), "--clip-range must be in (0, 1)", id="clip-range-above-one"),
-    pytest.param(("--student-net", "a,b"), "--student-net must be comma-separated", id="net-words"),
-    pytest.param(("--student-net", "0,32"), "--student-net needs positive layer widths", id="net-zero-width"),
-    pytest.param(("--student-net", ""), "--student-net needs positive layer widths", id="net-empty"),
+    pytest.param(("--student-net", "a,b"), "--student-net must be layer widths like 32,32", id="net-words"),
+    pytest.param(("--student-net", "0,32"), "--student-net widths must be between 1 and", id="net-zero-width"),
+    pytest.param(("--student-net", ""), "--student-net must be layer widths like 32,32", id="net-empty"),
     pytest.param(("--temperature", "0"), "--temperature must be a positive number", id="temperature-zero"),
-    pytest.param(("--control", "nobody"), "--control must be one of", id="control-unknown"),
+    pytest.param(("--control", "nobody"), "'nobody' is not one of 'teacher', 'student'", id="control-unknown"),
     pytest.param(("--control", "mix", "--mix", "2.0"), "--mix values must be in [0, 1]", id="mix-above-one"),
     pytest.param(("--control", "mix", "--mix", "nan"), "--mix values must be in [0, 1]", id="mix-nan"),
     pytest.param(("--mix", "1:0:1"), "--mix must be a number or START:END", id="mix-three-parts"),
@@ -211,7 +212,9 @@ RUN_CASES = [
         "--proximal-lambda",
         id="proximal-lambda-nan",
     ),
-    pytest.param(("--kl-direction", "sideways"), "--kl-direction must be one of", id="kl-direction-unknown"),
+    pytest.param(
+        ("--kl-direction", "sideways"), "'sideways' is not one of 'teacher-student'", id="kl-direction-unknown"
+    ),
     pytest.param(
         ("--seed", "-1"),
         "--seed must be in [0, 2**32)",
@@ -246,8 +249,8 @@ def test_run_mistake(cli: CLI, tmp_path: Path, bad: Path, options: tuple[str, ..
 
 # (options after `distill eval`)
 EVAL_CASES = [
-    pytest.param(("{teacher}", "--episodes", "0"), "--episodes must be positive", id="episodes-zero"),
-    pytest.param(("{teacher}", "--episodes", "-3"), "--episodes must be positive", id="episodes-negative"),
+    pytest.param(("{teacher}", "--episodes", "0"), "--episodes must be between 1 and", id="episodes-zero"),
+    pytest.param(("{teacher}", "--episodes", "-3"), "--episodes must be between 1 and", id="episodes-negative"),
     pytest.param(("{tmp}/no-such-student.zip",), "not found", id="model-missing"),
     pytest.param(("{bad}/notes.txt",), "not a valid zip", id="model-text"),
     pytest.param(("{bad}/empty.zip",), "is empty", id="model-empty"),
@@ -406,15 +409,15 @@ def test_teacher_family_mistake(cli: CLI, tmp_path: Path, families: Path, option
 
 
 def test_cnn_specs_on_images_are_checked(teacher_zip: Path) -> None:
-    policy = load_teacher(
+    teacher = load_teacher(
         read_checkpoint(teacher_zip), CARTPOLE.observation_space, CARTPOLE.action_space, torch.device("cpu")
-    ).policy
+    )
     frames = gym.spaces.Box(0, 255, (4, 84, 84), dtype=np.uint8)
-    with pytest.raises(DistillError, match=r"^--student-net must look like cnn, cnn:256 or cnn:256/64,64, got"):
-        parse_student_net("cnn:wide", policy, frames)
+    with pytest.raises(DistillError, match=r"^--student-net must be layer widths like 32,32, auto, or cnn"):
+        resolve_net("cnn:wide", teacher.hidden_widths, teacher.policy, frames)
     small = gym.spaces.Box(0, 255, (3, 32, 32), dtype=np.uint8)
     with pytest.raises(DistillError, match=r"NatureCNN needs frames of at least 36x36, these are Box\(3, 32, 32\)"):
-        parse_student_net("cnn", policy, small)
+        resolve_net("cnn", teacher.hidden_widths, teacher.policy, small)
 
 
 # ---------------------------------------------------------------------------------------------- the run directory
@@ -617,7 +620,7 @@ def test_random_options_are_valid_or_one_error(
     steps_n, lr_n, gamma_n, widths = _number(steps, int), _number(lr, float), _number(gamma, float), _widths(net)
     valid = (
         steps_n is not None
-        and steps_n > 0
+        and steps_n >= 0  # 0: the task's budget
         and lr_n is not None
         and math.isfinite(lr_n)
         and lr_n >= 0  # 0: the default

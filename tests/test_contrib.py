@@ -23,12 +23,12 @@ from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from distillcli.contrib import MaskableTeacher, RecurrentTeacher
 from distillcli.distributions import Categorical
 from distillcli.envs import make_env
-from distillcli.evaluate import evaluate
 from distillcli.rollout import Collector, masked
-from distillcli.teachers import load_teacher, read_checkpoint
+from distillcli.run.evaluate import evaluate
+from distillcli.sb3.checkpoint import read_checkpoint
+from distillcli.sb3.teacher import load_teacher
 from tests.conftest import CLI
 
 CPU = torch.device("cpu")
@@ -80,7 +80,7 @@ def test_collector_carries_the_lstm_state_like_sb3(recurrent_zip: Path) -> None:
     n_envs = 3
     venv = make_env("CartPole-v1", n_envs, 0)
     teacher = load_teacher(read_checkpoint(recurrent_zip), venv.observation_space, venv.action_space, CPU)
-    assert isinstance(teacher, RecurrentTeacher) and teacher.algo == "RecurrentPPO"
+    assert teacher.family.session is not None and teacher.algo == "RecurrentPPO"
     collector = Collector(venv, teacher, CPU)
     segments = [collector.collect(40, "teacher", None) for _ in range(2)]
     venv.close()
@@ -207,7 +207,7 @@ def test_maskable_teacher_without_masks_is_one_line(cli: CLI, tmp_path: Path) ->
     path = tmp_path / "maskable-CartPole-v1.zip"
     model.save(path)
     teacher = load_teacher(read_checkpoint(path), model.observation_space, model.action_space, CPU)
-    assert isinstance(teacher, MaskableTeacher) and teacher.has_value
+    assert teacher.family.masked and teacher.has_value
     result = cli("run", "--teacher", path, "--steps", "512", "--out", tmp_path / "run")
     assert result.code != 0
     assert "action_masks()" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -14,7 +14,7 @@ from torch import Tensor
 from distillcli.methods import METHODS, get_method
 from distillcli.objectives import ObjectiveOptions
 from distillcli.rollout import Rollout
-from distillcli.tabular.exact import (
+from distillcli.studies.exact import (
     Enumeration,
     TabularMDP,
     enumerate_trajectories,

@@ -21,7 +21,8 @@ from stable_baselines3.common import distributions as sb3_dist
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from distillcli.distributions import Bernoulli, DiagGaussian, MultiCategorical, SquashedGaussian
-from distillcli.teachers import load_teacher, read_checkpoint
+from distillcli.sb3.checkpoint import read_checkpoint
+from distillcli.sb3.teacher import load_teacher
 from tests.conftest import CLI
 
 contrib = pytest.importorskip("sb3_contrib")

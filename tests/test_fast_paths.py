@@ -14,18 +14,20 @@ import pytest
 import torch
 from stable_baselines3 import PPO
 
-from distillcli.distributions import Categorical, DiagGaussian, actor_critic_outputs, gumbel_max
+from distillcli.distributions import Categorical, DiagGaussian, gumbel_max
 from distillcli.envs import EnvStack, make_env
 from distillcli.rollout import Collector
-from distillcli.students import Student
-from distillcli.teachers import load_teacher, read_checkpoint
+from distillcli.sb3.checkpoint import read_checkpoint
+from distillcli.sb3.policies import actor_critic_outputs
+from distillcli.sb3.student import Student, StudentNet
+from distillcli.sb3.teacher import load_teacher
 
 
 def _student(env_id: str, seed: int = 0) -> Student:
     venv = make_env(env_id, 4, seed)
     return Student.build(
         venv,
-        [16, 16],
+        StudentNet([16, 16]),
         torch.nn.Tanh,
         learning_rate=1e-3,
         n_steps=16,

@@ -18,18 +18,7 @@ import torch
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3 import PPO
 
-from distillcli.methods import get_method
-from distillcli.paper import (
-    Counterexample,
-    Curves,
-    PaperOptions,
-    chunks,
-    grid_batch,
-    mean_ci,
-    q_rows,
-    run_study,
-)
-from distillcli.tabular.gridworld import (
+from distillcli.gridworld import (
     ENV_ID,
     TERMINAL,
     WALL,
@@ -41,7 +30,12 @@ from distillcli.tabular.gridworld import (
     random_layout,
     register,
 )
-from distillcli.tabular.teachers import action_values, q_learning, softmax_policy
+from distillcli.methods import get_method
+from distillcli.studies import run_study
+from distillcli.studies.common import Curves, PaperOptions, chunks, grid_batch, q_rows
+from distillcli.studies.common import interval as mean_ci
+from distillcli.studies.counterexample import Counterexample
+from distillcli.studies.teachers import action_values, q_learning, softmax_policy
 from tests.conftest import CLI
 
 

@@ -137,7 +137,7 @@ def test_an_interrupt_while_the_run_is_being_saved_waits_for_the_summary() -> No
     import os
     import signal
 
-    from distillcli.run import _deferred_interrupts
+    from distillcli.run.rundir import deferred_interrupts as _deferred_interrupts
 
     with _deferred_interrupts() as received:
         os.kill(os.getpid(), signal.SIGINT)  # would raise KeyboardInterrupt here without the deferral

@@ -15,9 +15,9 @@ import torch
 from stable_baselines3 import PPO
 
 from distillcli.envs import make_env
-from distillcli.evaluate import evaluate
 from distillcli.methods import METHODS
-from distillcli.students import Student
+from distillcli.run.evaluate import evaluate
+from distillcli.sb3.student import Student, StudentNet
 from tests.conftest import CLI
 
 SUMMARY_FIELDS = {
@@ -103,7 +103,9 @@ def test_config_file_replays_the_run(cli: CLI, distilled: Path, tmp_path: Path) 
     replayed = json.loads((tmp_path / "again" / "config.json").read_text())
     original = json.loads((distilled / "config.json").read_text())
     differing = {k for k in original if original[k] != replayed[k]}
-    assert differing == {"steps", "out"}
+    assert differing == {"steps"}
+    # Neither the run directory nor --force is stored: replaying a run's config can never overwrite that run.
+    assert original["out"] is None and "force" not in original and "trust_checkpoint" not in original
 
 
 def test_eval_reports_student_against_teacher(cli: CLI, distilled: Path, teacher_zip: Path) -> None:
@@ -152,7 +154,7 @@ def test_student_is_worse_than_teacher_before_training() -> None:
     venv = make_env("CartPole-v1", 2, 0)
     fresh = Student.build(
         venv,
-        [32, 32],
+        StudentNet([32, 32]),
         torch.nn.Tanh,
         learning_rate=1e-3,
         n_steps=64,
@@ -170,7 +172,7 @@ def test_student_is_worse_than_teacher_before_training() -> None:
 def test_human_output_and_progress(cli: CLI, tmp_path: Path) -> None:
     result = cli("run", "--steps", "2048", "--out", tmp_path / "run", "--eval-episodes", "2")
     assert result.code == 0, result.stderr
-    assert "return_ratio" in result.stdout and "student.zip" in result.stdout
+    assert "score" in result.stdout and "student.zip" in result.stdout
 
 
 def test_console_script_runs_as_installed(tmp_path: Path) -> None:

@@ -25,8 +25,10 @@ import pytest
 
 from distillcli.config import RunConfig
 from distillcli.envs import ATARI_WRAPPER
-from distillcli.report import RunRecord, mean_ci, net_label, reached, t975
-from distillcli.sweep import SweepOptions, parse_nets, plan
+from distillcli.report import RunRecord
+from distillcli.sb3.netspec import net_label, parse_nets
+from distillcli.stats import mean_ci, reached, t975
+from distillcli.sweep import SweepOptions, plan
 from tests.conftest import CLI
 from tests.test_atari import ENV_ID as PONG
 from tests.test_atari import _dump, _pong_teacher
@@ -74,11 +76,16 @@ def test_confidence_interval_is_the_t_interval() -> None:
 
 
 def test_reaching_95_percent_with_positive_negative_and_zero_teacher_returns() -> None:
-    assert reached(475.0, 500.0) and not reached(474.0, 500.0)
-    # Negative teacher return -100: the student may be at most 1/0.95 times as bad (return ratio = T / S).
-    assert reached(-105.0, -100.0) and not reached(-106.0, -100.0) and reached(5.0, -100.0)
-    assert reached(0.0, 0.0) and not reached(-1.0, 0.0)
-    record = RunRecord("r", "r", "m", 0, "32x32", "E", "finished", summary={"teacher_return": 200.0})
+    # The normalised score (student - random) / (teacher - random) decides: 95% of the way from random to the teacher.
+    assert reached(476.0, 500.0, 20.0) and not reached(475.0, 500.0, 20.0)
+    assert reached(-190.0, -150.0, -950.0) and not reached(-191.0, -150.0, -950.0)  # negative returns alike
+    assert reached(-100.0, -150.0, -950.0)  # better than the teacher
+    # Summaries of earlier versions have no random return: the return ratio, where the teacher's is positive.
+    nan = float("nan")
+    assert reached(475.0, 500.0, nan) and not reached(474.0, 500.0, nan)
+    assert reached(0.0, 0.0, nan) and not reached(-1.0, 0.0, nan)
+    summary = {"teacher_return": 200.0, "random_return": 0.0}
+    record = RunRecord("r", "r", "m", 0, "32x32", "E", "finished", summary=summary)
     record.curve = [(0.0, 10.0), (1024.0, 189.0), (2048.0, 195.0), (3072.0, 100.0)]
     assert record.steps_to_95 == 2048.0  # the first evaluation at 95%, even if a later one drops again
     record.curve = [(0.0, 10.0)]
@@ -125,7 +132,7 @@ def test_local_sweep_runs_every_combination_and_writes_the_table(local_sweep: tu
             statistics.mean(steps) if steps else None
         )
     markdown = (out / "table.md").read_text()
-    assert markdown.startswith("| method | student net | finished | return ratio |")
+    assert markdown.startswith("| method | student net | finished | score | return ratio |")
     assert "| expected-entropy | 32x32 | 2/2 |" in markdown and "| bc | 32x32 | 2/2 |" in markdown
     assert [row["name"] for row in read_csv(out / "runs.csv")] == NAMES
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -272,9 +279,12 @@ def test_ray_backend_gives_the_same_runs_and_table(
 
 def test_student_nets_keep_a_cnn_spec_whole() -> None:
     # A CNN spec's own '/' binds the widths right after it; anything else starts the next student.
-    assert parse_nets("32,32/cnn:256/64,64/cnn/auto") == ["32,32", "cnn:256/64,64", "cnn", "auto"]
-    assert parse_nets("64,64/cnn:256") == ["64,64", "cnn:256"]
-    assert parse_nets("cnn:128/cnn:64/32") == ["cnn:128", "cnn:64/32"]
+    def specs(text: str) -> list[str]:
+        return [str(spec) for spec in parse_nets(text)]
+
+    assert specs("32,32/cnn:256/64,64/cnn/auto") == ["32,32", "cnn:256/64,64", "cnn", "auto"]
+    assert specs("64,64/cnn:256") == ["64,64", "cnn:256"]
+    assert specs("cnn:128/cnn:64/32") == ["cnn:128", "cnn:64/32"]
     # Run names are directory names: no '/' and no ':'.
     assert net_label("cnn:256/64,64") == "cnn256-64x64" and net_label("cnn:256") == "cnn256"
     assert net_label("32,32") == "32x32" and net_label([8, 8]) == "8x8"
@@ -380,15 +390,15 @@ def _closed_port() -> int:
 
 MISTAKES = [
     (("--methods", "expected-entropi"), "unknown method 'expected-entropi'; valid methods:"),
-    (("--methods", "bc", "--student-nets", "32,x"), "--student-nets must be student sizes separated by '/'"),
+    (("--methods", "bc", "--student-nets", "32,x"), "--student-nets must be layer widths like 32,32"),
     (("--methods", "bc", "--student-nets", "32,32//16"), "--student-nets must be student sizes separated by '/'"),
-    (("--methods", "bc", "--student-nets", "0,32"), "--student-nets must be student sizes separated by '/'"),
+    (("--methods", "bc", "--student-nets", "0,32"), "--student-nets widths must be between 1 and"),
     (("--methods", "bc", "--seeds", "one"), "--seeds must be comma-separated integers like 0,1,2, got 'one'"),
     (("--methods", "bc", "--seeds", "0,0"), "--seeds lists 0 more than once"),
     (("--methods", "bc", "--teacher", "missing.zip"), "teacher checkpoint not found: missing.zip"),
     (("--methods", "bc", "--backend", "slurm"), "--backend must be one of local, ray, got 'slurm'"),
     (("--methods", "bc", "--jobs", "0"), "--jobs must be positive, got 0"),
-    (("--methods", "bc", "--steps", "0"), "--steps must be positive, got 0"),
+    (("--methods", "bc", "--steps", "-1"), "--steps must be positive (or 0 for the task's default), got -1"),
     (("--methods", "bc", "--address", "127.0.0.1:6379"), "--address is for --backend ray"),
     (("--methods", "bc", "--backend", "ray", "--address", "nowhere"), "--address must be HOST:PORT"),
 ]

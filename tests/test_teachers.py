@@ -16,7 +16,8 @@ import torch
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from distillcli.teachers import load_teacher, read_checkpoint
+from distillcli.sb3.checkpoint import read_checkpoint
+from distillcli.sb3.teacher import load_teacher
 from tests.conftest import CLI
 
 

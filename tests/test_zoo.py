@@ -20,8 +20,8 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack, VecNormalize
 
-from distillcli.distributions import actor_critic_outputs
-from distillcli.evaluate import evaluate
+from distillcli.run.evaluate import evaluate
+from distillcli.sb3.policies import actor_critic_outputs
 from distillcli.zoo import read_vecnormalize, read_yaml
 from tests.conftest import CLI
 

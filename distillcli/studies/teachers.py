@@ -7,7 +7,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from distillcli.tabular.gridworld import GridBatch
+from distillcli.gridworld import GridBatch
 
 
 def q_learning(

@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distillcli.distributions import ActionDist, Categorical
+from distillcli.gridworld import GridBatch
 from distillcli.methods import Control, Method
 from distillcli.objectives import ObjectiveOptions
 from distillcli.rollout import Rollout
-from distillcli.tabular.gridworld import GridBatch
 from distillcli.trainer import UpdateOptions, segment_surrogate, segment_targets
 
 Estimator = Literal["monte-carlo", "td"]

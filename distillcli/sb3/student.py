@@ -2,7 +2,8 @@
 
 Building it inside a ``PPO`` object means ``PPO.load("student.zip")`` opens the result and ``predict`` acts in
 the teacher's action space (Box actions clipped like the teacher's PPO), and the student can be fine-tuned
-with RL afterwards (it has a critic).
+with RL afterwards (it has a critic). The one grammar of ``--student-net`` (and of the sweep's
+``--student-nets`` lists, and of the names of run directories) lives here too.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import torch
@@ -21,55 +22,19 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import FlattenExtractor, NatureCNN
 from stable_baselines3.common.vec_env import VecEnv
-from stable_baselines3.dqn.policies import DQNPolicy
-from stable_baselines3.sac.policies import SACPolicy
-from stable_baselines3.td3.policies import TD3Policy
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from distillcli.distributions import ActionDist, Categorical, DiagGaussian, actor_critic_outputs, gumbel_max
+from distillcli.distributions import ActionDist, Categorical, DiagGaussian, gumbel_max
 from distillcli.errors import DistillError
 from distillcli.metrics import atomic_write_bytes
-
-
-def _linear_widths(network: nn.Module) -> list[int]:
-    return [m.out_features for m in network.modules() if isinstance(m, nn.Linear)]
-
-
-def hidden_widths(policy: BasePolicy) -> list[int]:
-    """The hidden layer widths of a teacher's actor (what ``--student-net auto`` halves)."""
-    actor = getattr(getattr(policy, "mlp_extractor", None), "policy_net", None)  # sb3-contrib's maskable too
-    if isinstance(actor, nn.Module):
-        return _linear_widths(actor)
-    if isinstance(policy, SACPolicy):
-        return _linear_widths(policy.actor.latent_pi)  # SAC's hidden layers, before its mu and log_std heads
-    # Value-based and deterministic actors: every Linear but the output head.
-    network = policy.q_net if isinstance(policy, DQNPolicy) else getattr(policy, "quantile_net", None)
-    if isinstance(policy, TD3Policy):
-        network = policy.actor.mu
-    if isinstance(network, nn.Module):
-        return _linear_widths(network)[:-1]
-    return [64, 64]
-
-
-def parse_net(spec: str, teacher_policy: BasePolicy) -> list[int]:
-    """``32,32`` -> [32, 32]; ``auto`` -> half the teacher's widths (about a quarter of its parameters)."""
-    if spec.strip().lower() == "auto":
-        return [max(1, w // 2) for w in hidden_widths(teacher_policy)] or [32, 32]
-    try:
-        widths = [int(part) for part in spec.split(",") if part.strip()]
-    except ValueError:
-        raise DistillError(
-            f"--student-net must be comma-separated layer widths like 32,32 or 'auto', got {spec!r}"
-        ) from None
-    if not widths or any(w <= 0 for w in widths):
-        raise DistillError(f"--student-net needs positive layer widths like 32,32, got {spec!r}")
-    return widths
+from distillcli.sb3.netspec import NetSpec, net_label
+from distillcli.sb3.policies import actor_critic_outputs, linear_widths
 
 
 @dataclass(frozen=True)
 class StudentNet:
-    """The student's network: SB3's NatureCNN (``features_dim`` wide) for images, then MLP ``layers``."""
+    """The student's network, resolved: SB3's NatureCNN (``features_dim`` wide) for images, then MLP ``layers``."""
 
     layers: list[int]
     features_dim: int | None = None  # None: observations are flattened into the MLP
@@ -82,8 +47,13 @@ class StudentNet:
 
     @property
     def summary(self) -> list[int] | str:
-        """What summary.json records: the widths of an MLP (as before), the spec of a CNN."""
+        """What summary.json records: the widths of an MLP, the spec of a CNN."""
         return self.layers if self.features_dim is None else str(self)
+
+    @property
+    def label(self) -> str:
+        """For run names and table rows: ``32x32``, ``cnn256-64x64`` (no '/' or ':', which paths cannot hold)."""
+        return net_label(str(self))
 
 
 def cnn_features(policy: BasePolicy) -> int | None:
@@ -96,35 +66,34 @@ def _describe(space: gym.Space) -> str:
     return f"{type(space).__name__}{tuple(space.shape or ())} {dtype}" if dtype is not None else str(space)
 
 
-def parse_student_net(spec: str, teacher_policy: BasePolicy, observation_space: gym.Space) -> StudentNet:
-    """``--student-net``: ``32,32`` (MLP), ``cnn`` / ``cnn:256`` / ``cnn:256/64`` (NatureCNN with features_dim 256,
-    then a 64 layer), or ``auto``: half the teacher's widths, and for a CNN teacher half its features_dim."""
-    text = spec.strip().lower().replace(" ", "")
+def resolve_net(
+    spec: NetSpec | str, teacher_widths: list[int], teacher_policy: BasePolicy, observation_space: gym.Space
+) -> StudentNet:
+    """The student network a spec means for this teacher and these observations: ``auto`` halves the teacher's
+    hidden widths (about a quarter of its parameters), and for a CNN teacher its features_dim too."""
+    if isinstance(spec, str):
+        spec = NetSpec.parse(spec)
     image = isinstance(observation_space, gym.spaces.Box) and is_image_space(observation_space)
     teacher_cnn = cnn_features(teacher_policy)
-    if text == "auto" and image and teacher_cnn is not None:
-        head = teacher_policy.mlp_extractor.policy_net if isinstance(teacher_policy, ActorCriticPolicy) else None
-        layers = [max(1, w // 2) for w in _linear_widths(head)] if head is not None else []
-        return StudentNet(layers, max(1, teacher_cnn // 2))
-    if not text.startswith("cnn"):
-        return StudentNet(parse_net(spec, teacher_policy))
+    if spec.kind == "auto":
+        if image and teacher_cnn is not None:
+            head = teacher_policy.mlp_extractor.policy_net if isinstance(teacher_policy, ActorCriticPolicy) else None
+            return StudentNet([max(1, w // 2) for w in linear_widths(head)], max(1, teacher_cnn // 2))
+        return StudentNet([max(1, w // 2) for w in teacher_widths] or [32, 32])
+    if spec.kind == "mlp":
+        return StudentNet(list(spec.layers))
     if not image:
         raise DistillError(
             f"--student-net {spec}: a CNN needs image observations (uint8 frames), but these are "
             f"{_describe(observation_space)}: give layer widths like 32,32"
         )
-    head_spec, _, tail = text[3:].partition("/")
-    if head_spec and not (head_spec.startswith(":") and head_spec[1:].isdigit() and int(head_spec[1:]) > 0):
-        raise DistillError(f"--student-net must look like cnn, cnn:256 or cnn:256/64,64, got {spec!r}")
-    features = int(head_spec[1:]) if head_spec else 512
-    layers = parse_net(tail, teacher_policy) if tail else []
     height, width = sorted(observation_space.shape or ())[1:]  # channels are the smallest dimension
     if min(height, width) < 36:
         raise DistillError(
             f"--student-net {spec}: NatureCNN needs frames of at least 36x36, these are "
             f"{_describe(observation_space)}: give layer widths like 64,64"
         )
-    return StudentNet(layers, features)
+    return StudentNet(list(spec.layers), spec.features or 512)
 
 
 class FlatAdam:
@@ -248,19 +217,20 @@ _PLAIN_HEADS = (CategoricalDistribution, DiagGaussianDistribution)
 class Student:
     """The SB3 model being distilled, seen as ``obs -> (pi_th(.|s), V_th(s))`` with gradients."""
 
-    def __init__(self, model: PPO) -> None:
+    def __init__(self, model: Any, uses_action_masks: bool = False) -> None:
         self.model = model
         self.policy: ActorCriticPolicy = model.policy
+        self.uses_action_masks = uses_action_masks  # the rollout masks pi_th with the env's action_masks()
         self._flat = FlatAdam(self.policy)
         # The F.linear fast path: a shared extractor and a head that __call__ builds directly (fixed per policy).
         plain_head = type(self.policy.action_dist) in _PLAIN_HEADS and self.policy.share_features_extractor
-        self._plain = _plain_networks(self.policy) if plain_head else None
+        self._plain = _plain_networks(self.policy) if plain_head and not uses_action_masks else None
 
     @classmethod
     def build(
         cls,
         venv: VecEnv,
-        net: list[int],
+        net: StudentNet,
         activation: type[nn.Module],
         *,
         learning_rate: float,
@@ -273,27 +243,31 @@ class Student:
         seed: int,
         zero_critic: bool = False,
         noise: str = "plain",
-        masked: bool = False,
-        features_dim: int | None = None,
+        algo: Literal["PPO", "MaskablePPO"] = "PPO",
     ) -> Student:
-        policy_kwargs: dict[str, object] = {"net_arch": {"pi": net, "vf": net}, "activation_fn": activation}
-        if features_dim is not None:  # SB3's own NatureCNN: PPO.load opens the student without custom classes
-            policy_kwargs["features_extractor_kwargs"] = {"features_dim": features_dim}
+        """A fresh student for ``venv``'s spaces: ``net`` hidden layers with ``activation``, and the teacher's kind
+        of action noise (``noise``) and SB3 class (``algo``: MaskablePPO for a masked teacher)."""
+        policy_kwargs: dict[str, object] = {
+            "net_arch": {"pi": net.layers, "vf": net.layers},
+            "activation_fn": activation,
+        }
+        if net.features_dim is not None:  # SB3's own NatureCNN: PPO.load opens the student without custom classes
+            policy_kwargs["features_extractor_kwargs"] = {"features_dim": net.features_dim}
         if noise == "squashed":
-            # A squashed-Gaussian teacher (SAC) gets a squashed student: both densities live inside the action
+            # A squashed-Gaussian teacher (SAC, TQC) gets a squashed student: both densities live inside the action
             # box, so Hx in either direction and log pi(a) at the student's actions stay finite. SB3's PPO
             # squashes only with gSDE, whose per-state noise is a diagonal Gaussian like SAC's.
             policy_kwargs.update(squash_output=True, log_std_init=-2.0)
         algo_class: type[Any] = PPO
         # A gSDE teacher's noise depends on the state: a gSDE student can follow it, one log_std cannot.
         sde: dict[str, bool] = {"use_sde": noise in ("sde", "squashed")}
-        if masked:  # a MaskablePPO teacher: sb3-contrib's MaskablePPO, whose predict takes action_masks (no gSDE)
+        if algo == "MaskablePPO":  # sb3-contrib's MaskablePPO, whose predict takes action_masks (no gSDE)
             from sb3_contrib import MaskablePPO
 
             algo_class, sde = MaskablePPO, {}
         # The PPO hyperparameters are stored in student.zip so that RL fine-tuning starts from ours.
         model = algo_class(
-            "MlpPolicy" if features_dim is None else "CnnPolicy",
+            "MlpPolicy" if net.features_dim is None else "CnnPolicy",
             venv,
             learning_rate=learning_rate,
             n_steps=n_steps,
@@ -310,11 +284,7 @@ class Student:
             with torch.no_grad():
                 model.policy.value_net.weight.zero_()
                 model.policy.value_net.bias.zero_()
-        if masked:
-            from distillcli.contrib import MaskableStudent
-
-            return MaskableStudent(model)
-        return cls(model)
+        return cls(model, uses_action_masks=algo == "MaskablePPO")
 
     def start_noise_at(self, log_std: Tensor) -> None:
         """Begin with the teacher's action noise (Gaussian teachers whose noise is one parameter).
