@@ -30,11 +30,28 @@ app = typer.Typer(
     "Czarnecki et al., 'Distilling Policy Distillation' (AISTATS 2019).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
 )
 # No emoji codes: user text such as `--student-net cnn:x:...` must print as typed, not as an emoji.
 stderr = Console(stderr=True, emoji=False)
 stdout = Console(emoji=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from distillcli import __version__
+
+        typer.echo(f"distill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_version, is_eager=True)
+    ] = False,
+) -> None:
+    pass
 
 
 def _print_json(data: Any) -> None:
