@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH_CPU ?= torch==2.13.0
 RUN_DIR ?= runs/quickstart
 
-.PHONY: quickstart install run test lint format bench bench-full docs clean
+.PHONY: quickstart install run test check-install lint format bench bench-full bench-startup docs clean
 
 quickstart: install run  ## install, then distill the bundled CartPole teacher with the default method
 
@@ -26,6 +26,9 @@ run:  ## distill the bundled teacher (expected-entropy, default budget) and prin
 test:  ## the test suite (slow studies at a small scale)
 	$(PY) -m pytest -q
 
+check-install:  ## build the wheel and sdist, install the wheel (not editable) in a fresh venv, run distill from there
+	PY="$(PY)" TORCH_CPU="$(TORCH_CPU)" bash scripts/check_install.sh
+
 lint:  ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check distillcli tests scripts bench
 	$(VENV)/bin/ruff format --check distillcli tests scripts bench
@@ -40,6 +43,9 @@ bench:  ## CartPole + LunarLander: methods x 2 seeds, PPO from scratch, throughp
 
 bench-full:  ## every method x 5 seeds, PPO from scratch x 3 seeds to 1.5M steps (hours)
 	$(PY) bench/bench.py --full --out bench/results/bench-full.json
+
+bench-startup:  ## start-up time of the installed distill per command, and its slowest imports; bench/results/
+	$(PY) bench/cli_startup.py
 
 docs:  ## the CLI reference in docs/cli.md, from the commands' own help
 	$(PY) scripts/cli_reference.py > docs/cli.md
