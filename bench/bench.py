@@ -1,6 +1,6 @@
 """Benchmarks: sample efficiency against PPO from scratch and imitation, throughput against raw env stepping.
 
-Per environment (CartPole-v1 with the bundled teacher, LunarLander-v3 with bench/teachers/ppo-LunarLander-v3.zip):
+Per environment (CartPole-v1 with the bundled teacher, LunarLander-v3 with distillcli/data/ppo-LunarLander-v3.zip):
 
 - each distillation method x seed, with a quarter-size student (``auto``: half the teacher's widths) and, for the
   default method, a same-size one: env steps and wall seconds until the student's mean return (deterministic,
@@ -73,7 +73,7 @@ ENVS = {
     ),
     "LunarLander-v3": Env(
         "LunarLander-v3",
-        str(HERE / "teachers" / "ppo-LunarLander-v3.zip"),
+        str(HERE.parent / "distillcli" / "data" / "ppo-LunarLander-v3.zip"),
         100_000,
         8_192,
         400_000,

@@ -3,7 +3,7 @@
     python bench/train_teacher.py                  # 1M steps (about 15 min on one CPU core)
     python bench/train_teacher.py --steps 2000000 --out ~/.cache/distillcli/ppo-LunarLander-v3.zip
 
-The result (about 140 kB) is shipped as bench/teachers/ppo-LunarLander-v3.zip, so the benchmarks need no
+The result (about 140 kB) is shipped as distillcli/data/ppo-LunarLander-v3.zip, so the benchmarks need no
 training; this script is how it was made. It prints the teacher's deterministic return over 100 episodes.
 """
 
@@ -26,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("bench/teachers/ppo-LunarLander-v3.zip"))
+    parser.add_argument("--out", type=Path, default=Path("distillcli/data/ppo-LunarLander-v3.zip"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     venv = make_vec_env(ENV_ID, n_envs=16, seed=args.seed, vec_env_cls=DummyVecEnv)

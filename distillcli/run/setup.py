@@ -28,11 +28,18 @@ from distillcli.sb3.checkpoint import Checkpoint, read_checkpoint
 from distillcli.sb3.teacher import Teacher, check_spaces, load_teacher
 from distillcli.zoo import read_env_file, select_model, stats_folder, zoo_stack
 
-BUNDLED_TEACHER = "ppo-CartPole-v1.zip"
+BUNDLED_TEACHER = "ppo-CartPole-v1"  # the default teacher; `bundled:NAME` names any of distillcli/data/NAME.zip
 
 
-def bundled_teacher() -> Path:
-    return Path(str(importlib.resources.files("distillcli") / "data" / BUNDLED_TEACHER))
+def bundled_teacher(name: str = BUNDLED_TEACHER) -> Path:
+    """A teacher that ships with distillcli (``distillcli/data/<name>.zip``)."""
+    return Path(str(importlib.resources.files("distillcli") / "data" / f"{name}.zip"))
+
+
+def bundled_teachers() -> list[str]:
+    """The names ``--teacher bundled:NAME`` takes."""
+    folder = importlib.resources.files("distillcli") / "data"
+    return sorted(entry.name.removesuffix(".zip") for entry in folder.iterdir() if entry.name.endswith(".zip"))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,7 +56,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def teacher_path(text: str | None) -> Path:
-    """What ``--teacher`` names: a path, ``hf:ORG/REPO`` (from the Hugging Face hub's cache), or the bundled one."""
+    """What ``--teacher`` names: a path, ``hf:ORG/REPO`` (from the Hugging Face hub's cache), ``bundled:NAME``, or
+    (None) the bundled CartPole teacher."""
     if text is None:
         return bundled_teacher()
     if not text.strip():
@@ -58,6 +66,11 @@ def teacher_path(text: str | None) -> Path:
         from distillcli.hub import hub_folder
 
         return hub_folder(text[3:])
+    if text.startswith("bundled:"):
+        name = text.removeprefix("bundled:")
+        if name not in bundled_teachers():
+            raise DistillError(f"no bundled teacher {short(name, 60)!r}; bundled: {', '.join(bundled_teachers())}")
+        return bundled_teacher(name)
     if "\0" in text:
         raise DistillError("--teacher holds a NUL character")
     try:
