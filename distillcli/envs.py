@@ -13,6 +13,7 @@ import functools
 import importlib
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, SupportsFloat
@@ -89,26 +90,6 @@ def env_successors(env_id: str) -> list[str]:
         if ns == namespace and other_name == name and other_version is not None and other_version > version:
             later.append((other_version, other))
     return [other for _, other in sorted(later)]
-
-
-def is_retired(env_id: str) -> bool:
-    """gymnasium no longer makes this id (deprecated, unregistered, or moved to gymnasium-robotics like MuJoCo v3),
-    but registers a later version of it."""
-    _register_optional(env_id)
-    if not env_successors(env_id):
-        return False
-    try:
-        spec = gym.spec(env_id)
-    except gym.error.Error:  # DeprecatedEnv, VersionNotFound
-        return True
-    if isinstance(spec.entry_point, str):
-        try:
-            gym.envs.registration.load_env_creator(spec.entry_point)
-        except ImportError as error:
-            return "gymnasium-robotics" in str(error) or "mujoco_py" in str(error)
-        except Exception:  # a missing optional dependency is the make's to report
-            return False
-    return False
 
 
 _ENV_TOKEN = re.compile(r"(?:[A-Za-z0-9_]+[/-])?[A-Za-z][A-Za-z0-9_]*-v\d+")
@@ -271,9 +252,6 @@ class EnvStack:
     source: str = "gymnasium"  # gymnasium | rl-zoo | atari (inferred) | run directory
     mapped_from: str | None = None  # the retired id the checkpoint recorded, when env_id is its successor
 
-    def retired(self) -> bool:
-        return is_retired(self.env_id)
-
     @property
     def plain(self) -> bool:
         """Nothing but the env id: no file is needed beside the student to rebuild it."""
@@ -306,6 +284,9 @@ class EnvStack:
             return CountCutEpisodes(env)
 
         try:
+            # gymnasium's notices ("out of date", "consider upgrading") would print at every make; a retired id
+            # is said once, by the run's setup.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"gymnasium\.")
             venv: VecEnv = make_vec_env(
                 functools.partial(_make_unrendered, self.env_id),
                 n_envs=n_envs,
