@@ -44,9 +44,13 @@ def steps_to(run_dir: Path, teacher: float, random: float, threshold: float) -> 
         return None
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
-        if row.get("kind") == "eval" and isinstance(row.get("student_return"), int | float):
-            if (row["student_return"] - random) / (teacher - random) >= threshold:
-                return int(row["env_steps"])
+        student = row.get("student_return")
+        if (
+            row.get("kind") == "eval"
+            and isinstance(student, int | float)
+            and (student - random) / (teacher - random) >= threshold
+        ):
+            return int(row["env_steps"])
     return None
 
 
@@ -85,7 +89,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     def cell(value: Any, digits: int = 1) -> str:
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
             return "–"
-        return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+        if isinstance(value, float):
+            return f"{value:,.{digits}f}"
+        return f"{value:,}" if isinstance(value, int) else str(value)
 
     head = "| folder | algo | env | teacher | student | random | score | env steps to 0.9 | budget | s | notice |"
     lines = [head, "|" + "---|" * 11]
