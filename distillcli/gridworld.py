@@ -7,14 +7,13 @@ every step the episode also ends with probability ``reset`` (the paper's absorbi
 finite and a policy's expected return is its value with discount ``1 - reset``.
 
 Extra actions (the action-space study) act like the four moves (``repeat``: action ``a`` is move ``a % 4``, so
-the MDP and its optimal value do not change) or stay put (``noop``: the optimal value changes only where
-staying beats every move).
+the MDP and its optimal value do not change), stay put (``noop``: the optimal value changes only where staying
+beats every move) or make a uniformly random move (``random``: the optimal value does not change).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -24,8 +23,9 @@ import torch
 from torch import Tensor
 
 MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))  # up, down, left, right
-ExtraActions = Literal["repeat", "noop"]
+ExtraActions = Literal["repeat", "noop", "random"]
 WALL, FREE, TERMINAL = 0, 1, 2
+STAY, RANDOM_MOVE, N_EFFECTS = 4, 5, 6  # an action's effect: a move 0-3, stay put, or a uniformly random move
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class GridOptions:
     size: int = 20
     wall_prob: float = 0.1  # each cell, row by row: a wall ...
     terminal_prob: float = 0.02  # ... or a terminal cell, reward drawn from terminal_rewards ...
-    negative_prob: float = 0.1  # ... or an ordinary cell with reward -1
+    negative_prob: float = 0.04  # ... or an ordinary cell with reward -1 (calibrated: docs/paper.md)
     terminal_rewards: tuple[float, ...] = (-10.0, -5.0, 5.0, 10.0)
     negative_reward: float = -1.0
     noise: float = 0.1  # eta: probability that the move is replaced by a uniformly random one
@@ -109,7 +109,7 @@ def positive_terminal_reachable(layout: Layout) -> bool:
     return False
 
 
-def chain_layout(length: int, reward: float = 10.0, penalty: float = -10.0) -> Layout:
+def chain_layout(length: int, reward: float = 1.0, penalty: float = -1.0) -> Layout:
     """The 1-D chain of Fig. 6 as a one-row grid: penalty at the left end, reward at the right end, start in
     the middle; up and down stay put."""
     kind = np.full(length, FREE, dtype=np.int64)
@@ -119,11 +119,24 @@ def chain_layout(length: int, reward: float = 10.0, penalty: float = -10.0) -> L
     return Layout(1, length, kind, rewards, length // 2)
 
 
+def action_effects(n_actions: int, extra: ExtraActions) -> Tensor:
+    """What each of ``n_actions`` actions does: a move (0-3), stay put (``STAY``) or a uniformly random move
+    (``RANDOM_MOVE``). The first four actions are always the four moves."""
+    actions = torch.arange(n_actions)
+    if extra == "repeat":
+        return actions % 4
+    fill = STAY if extra == "noop" else RANDOM_MOVE
+    return torch.where(actions < 4, actions, torch.full_like(actions, fill))
+
+
 @dataclass
 class GridBatch:
     """``B`` grid worlds as tensors, stepped together; states are flat indices ``b * S + s`` (one table row each).
 
-    ``successor[b * S + s, m]`` is the flat state that move ``m`` leads to.
+    ``successor[b * S + s, m]`` is the flat state that move ``m`` leads to; ``effect[b, a]`` what action ``a``
+    does in MDP ``b`` (a move, stay, a random move), so batches with different extra actions can be
+    concatenated (:meth:`concat`). Every shape is fixed by the batch: stepping draws its random numbers in one
+    call and never indexes by a mask, so nothing here waits on the device.
     """
 
     successor: Tensor  # [B * S, 4] long
@@ -134,14 +147,38 @@ class GridBatch:
     n_states: int  # S, per MDP
     options: GridOptions
     layouts: list[Layout] = field(default_factory=list)
+    effect: Tensor | None = None  # [B, A] long; None: action_effects(options) for every MDP
+    shape: tuple[int, int] = (0, 0)  # (rows, cols) of every layout
+
+    def __post_init__(self) -> None:
+        if self.effect is None:
+            effects = action_effects(self.options.n_actions, self.options.extra_actions).to(self.reward.device)
+            self.effect = effects.expand(self.n_mdps, -1)
+        if self.shape == (0, 0):
+            self.shape = (self.layouts[0].rows, self.layouts[0].cols) if self.layouts else (1, self.n_states)
 
     @property
     def n_mdps(self) -> int:
         return int(self.start.shape[0])
 
     @property
+    def n_actions(self) -> int:
+        return int(self.effects.shape[-1])
+
+    @property
     def device(self) -> torch.device:
         return self.reward.device
+
+    @property
+    def effects(self) -> Tensor:
+        assert self.effect is not None
+        return self.effect
+
+    @property
+    def shared_effect(self) -> Tensor | None:
+        """The one effect map [A] when every MDP has the same (an expanded tensor), else None."""
+        effect = self.effects
+        return effect[0] if effect.stride(0) == 0 or self.n_mdps == 1 else None
 
     @classmethod
     def from_layouts(cls, layouts: list[Layout], options: GridOptions, device: torch.device | str = "cpu") -> GridBatch:
@@ -164,6 +201,7 @@ class GridBatch:
             n_states=n_states,
             options=options,
             layouts=layouts,
+            shape=(layouts[0].rows, layouts[0].cols),
         )
 
     @classmethod
@@ -171,82 +209,202 @@ class GridBatch:
         rng = np.random.default_rng(seed)
         return cls.from_layouts([random_layout(options, rng) for _ in range(n_mdps)], options, device)
 
-    def moves(self, actions: Tensor) -> Tensor:
-        """The move each action makes (extra actions repeat the four moves or stay put, index 4)."""
-        if self.options.extra_actions == "repeat":
-            return actions % 4
-        return torch.where(actions < 4, actions, torch.full_like(actions, 4))
+    @classmethod
+    def concat(cls, batches: list[GridBatch]) -> GridBatch:
+        """One batch holding every MDP of ``batches`` in order (the same cells and number of actions; the extra
+        actions may differ): settings that change only the teacher or the extra actions train as one batch."""
+        first = batches[0]
+        if any(b.n_states != first.n_states or b.n_actions != first.n_actions for b in batches):
+            raise ValueError("concatenated batches need the same number of cells and actions")
+        offsets = [0]
+        for b in batches[:-1]:
+            offsets.append(offsets[-1] + b.n_mdps * b.n_states)
+        effects = [b.effects for b in batches]
+        shared = all(e.stride(0) == 0 for e in effects) and all(torch.equal(e[0], effects[0][0]) for e in effects)
+        n_mdps = sum(b.n_mdps for b in batches)
+        return cls(
+            successor=torch.cat([b.successor + o for b, o in zip(batches, offsets, strict=True)]),
+            reward=torch.cat([b.reward for b in batches]),
+            terminal=torch.cat([b.terminal for b in batches]),
+            free=torch.cat([b.free for b in batches]),
+            start=torch.cat([b.start + o for b, o in zip(batches, offsets, strict=True)]),
+            n_states=first.n_states,
+            options=first.options,
+            layouts=[layout for b in batches for layout in b.layouts],
+            effect=effects[0][0].expand(n_mdps, -1) if shared else torch.cat([e.contiguous() for e in effects]),
+            shape=first.shape,
+        )
 
-    def move_probabilities(self, policy: Tensor) -> Tensor:
-        """[..., A] action probabilities -> [..., 5] probabilities of the realised move (after noise); 4 = stay."""
-        n_actions = policy.shape[-1]
-        index = self.moves(torch.arange(n_actions, device=policy.device))
-        intended = torch.zeros(*policy.shape[:-1], 5, dtype=policy.dtype, device=policy.device)
-        intended.index_add_(-1, index, policy)
+    def effect_of(self, states: Tensor, actions: Tensor) -> Tensor:
+        """What ``actions`` do in the MDPs of ``states`` (same shape)."""
+        shared = self.shared_effect
+        if shared is not None:
+            return shared[actions]
+        return self.effects[torch.div(states, self.n_states, rounding_mode="floor"), actions]
+
+    def step(
+        self,
+        states: Tensor,
+        actions: Tensor,
+        generator: torch.Generator | None = None,
+        reset: bool = True,
+        uniforms: Tensor | None = None,
+    ) -> tuple[Tensor, ...]:
+        """One step of every environment: (next states, rewards, episode ended); ``reset=False`` leaves the
+        reset state out (Q-learning folds it into its discount), so only terminals end an episode.
+
+        ``uniforms`` [3, *states.shape] are the step's random numbers (noise, random move, reset), drawn here
+        in one call when not given.
+        """
+        if uniforms is None:
+            uniforms = torch.rand((3, *states.shape), device=states.device, generator=generator)
+        noisy, random_move, resets = self.draws(uniforms)
+        nxt = self.transition(states, self.effect_of(states, actions), noisy, random_move)
+        ended = self.terminal[nxt]
+        if reset:
+            ended = ended | resets
+        return nxt, self.reward[nxt], ended
+
+    def draws(self, uniforms: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Uniforms [3, ...] -> (the noise replaces the move, the random move, the reset state comes): drawn
+        for a whole segment at once by the tabular collector."""
+        random_move = (uniforms[1] * 4).long().clamp_(max=3)
+        return uniforms[0] < self.options.noise, random_move, uniforms[2] < self.options.reset
+
+    def transition(self, states: Tensor, effect: Tensor, noisy: Tensor, random_move: Tensor) -> Tensor:
+        """Where ``effect`` takes ``states``, given the step's draws (:meth:`draws`)."""
+        move = torch.where(noisy | (effect == RANDOM_MOVE), random_move, effect) if self._random else effect
+        if not self._random:
+            move = torch.where(noisy, random_move, move)
+        if not self._stay:
+            return self.successor.view(-1)[states * 4 + move]
+        return torch.where(move == STAY, states, self.successor.view(-1)[states * 4 + move.clamp(max=3)])
+
+    @property
+    def _stay(self) -> bool:
+        """Some action stays put (checked once per batch)."""
+        return self._effect_flags()[0]
+
+    @property
+    def _random(self) -> bool:
+        return self._effect_flags()[1]
+
+    def _effect_flags(self) -> tuple[bool, bool]:
+        flags = getattr(self, "_effect_flags_cache", None)
+        if flags is None:
+            effects = self.effects if self.shared_effect is None else self.shared_effect
+            flags = (bool((effects == STAY).any()), bool((effects == RANDOM_MOVE).any()))
+            object.__setattr__(self, "_effect_flags_cache", flags)
+        return flags  # type: ignore[no-any-return]
+
+    # --- exact quantities of a tabular policy -----------------------------------------------------------
+
+    def effect_probabilities(self, policy: Tensor | None = None, logits: Tensor | None = None) -> Tensor:
+        """[B * S, N_EFFECTS] float64: the probability of each effect (move, stay, random move) under a policy
+        [B * S, A] given as probabilities or as logits (softmax taken here). Done a few MDPs at a time, so a
+        table of millions of logits never gets a float64 (or a second float32) copy."""
+        table = policy if policy is not None else logits
+        assert table is not None
+        n, n_actions = self.n_states, table.shape[-1]
+        out = torch.empty(self.n_mdps, n, N_EFFECTS, dtype=torch.float64, device=table.device)
+        per_chunk = max(1, (1 << 21) // (n * n_actions))
+        shared = self.shared_effect
+        for begin in range(0, self.n_mdps, per_chunk):
+            end = min(begin + per_chunk, self.n_mdps)
+            rows = table[begin * n : end * n].reshape(end - begin, n, n_actions)
+            probs = rows.softmax(-1) if policy is None else rows
+            effect = shared.expand(end - begin, -1) if shared is not None else self.effects[begin:end]
+            onehot = torch.nn.functional.one_hot(effect, N_EFFECTS).to(probs.dtype)  # [b, A, E]
+            out[begin:end] = torch.bmm(probs, onehot).double()
+        return out.view(-1, N_EFFECTS)
+
+    def realised_moves(self, effect_probs: Tensor) -> Tensor:
+        """[..., N_EFFECTS] effect probabilities -> [..., 5] probabilities of the realised move (after the noise;
+        4 = stay)."""
+        intended = effect_probs[..., :5].clone()
+        intended[..., :4] += effect_probs[..., RANDOM_MOVE : RANDOM_MOVE + 1] / 4.0
         eta = self.options.noise
         realised = (1.0 - eta) * intended
         realised[..., :4] += eta / 4.0
         return realised
 
-    def step(
-        self, states: Tensor, actions: Tensor, generator: torch.Generator | None = None, reset: bool = True
-    ) -> tuple[Tensor, ...]:
-        """One step of every environment: (next states, rewards, episode ended); ``reset=False`` leaves the
-        reset state out (Q-learning folds it into its discount), so only terminals end an episode."""
-        moves = self.moves(actions)
-        noisy = torch.rand(states.shape, device=states.device, generator=generator) < self.options.noise
-        random_moves = torch.randint(0, 4, states.shape, device=states.device, generator=generator)
-        moves = torch.where(noisy, random_moves, moves)
-        stay = moves == 4
-        nxt = self.successor[states, moves.clamp(max=3)]
-        nxt = torch.where(stay, states, nxt)
-        if not reset:
-            return nxt, self.reward[nxt], self.terminal[nxt]
-        sent = torch.rand(states.shape, device=states.device, generator=generator) < self.options.reset
-        return nxt, self.reward[nxt], self.terminal[nxt] | sent
+    def move_probabilities(self, policy: Tensor) -> Tensor:
+        """[B * S, A] action probabilities -> [B * S, 5] probabilities of the realised move; 4 = stay."""
+        return self.realised_moves(self.effect_probabilities(policy))
 
-    # --- exact quantities of a tabular policy [B * S, A] ---------------------------------------------------
+    def _block_index(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Where each realised move of each state lands (cached: it depends on the layouts only): its local target
+        [B, S, 5], the flat index into [B, R, C, C] of the moves within the row, and masks of the moves that
+        reach the row above and below (always the cell straight above or below: a move goes to a neighbour or
+        stays)."""
+        cached = getattr(self, "_block_index_cache", None)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        cols = self.shape[1]
+        n, b = self.n_states, self.n_mdps
+        local = self.successor - (torch.arange(b, device=self.device) * n).repeat_interleave(n)[:, None]
+        here = torch.arange(n, device=self.device).repeat(b)[:, None]
+        targets = torch.cat([local, here], dim=-1).view(b, n, 5)
+        cells = torch.arange(n, device=self.device).view(1, n, 1)
+        source_row = torch.div(cells, cols, rounding_mode="floor")
+        target_row = torch.div(targets, cols, rounding_mode="floor")
+        within = target_row == source_row
+        flat = (cells * cols + targets % cols) + (torch.arange(b, device=self.device) * n * cols).view(b, 1, 1)
+        index = (
+            targets,
+            torch.where(within, flat, torch.zeros_like(flat)),
+            target_row < source_row,
+            target_row > source_row,
+        )
+        object.__setattr__(self, "_block_index_cache", index)
+        return index
 
-    def _transition_chunks(self, policy: Tensor, rows: int = 64) -> Iterator[tuple[slice, Tensor]]:
-        """(MDP slice, M) pieces, M[b, s, s'] = P_pi(s' | s) under the realised moves (stay-put included).
-
-        Exact quantities are dense linear solves per MDP (S is a few hundred), done ``rows`` MDPs at a time.
-        """
-        n = self.n_states
-        move_probs = self.move_probabilities(policy.double()).view(self.n_mdps, n, 5)
-        local = self.successor - (torch.arange(self.n_mdps, device=self.device) * n).repeat_interleave(n)[:, None]
-        local = local.view(self.n_mdps, n, 4)
-        here = torch.arange(n, device=self.device).view(1, n, 1).expand(self.n_mdps, n, 1)
-        targets = torch.cat([local, here], dim=-1)  # [B, S, 5]: where each realised move lands
-        for begin in range(0, self.n_mdps, rows):
-            block = slice(begin, min(begin + rows, self.n_mdps))
-            m = torch.zeros(block.stop - block.start, n, n, dtype=torch.float64, device=self.device)
-            m.scatter_add_(-1, targets[block], move_probs[block])
-            yield block, m
+    def _blocks(self, realised: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The transition matrix of each MDP in block-tridiagonal form, one block per grid row: the moves within
+        a row [B, R, C, C] and, as vectors [B, R, C], the probabilities of moving to the cell straight above
+        and straight below (the only cells of the neighbouring rows a move reaches); plus the expected reward
+        on arrival [B, R, C]."""
+        rows, cols = self.shape
+        b, n = self.n_mdps, self.n_states
+        targets, flat, up, down = self._block_index()
+        probs = realised.view(b, n, 5).to(torch.float64)
+        within = torch.zeros(b * n * cols, dtype=torch.float64, device=self.device)
+        within.index_add_(0, flat.reshape(-1), torch.where(up | down, torch.zeros_like(probs), probs).reshape(-1))
+        above = torch.where(up, probs, torch.zeros_like(probs)).sum(-1).view(b, rows, cols)
+        below = torch.where(down, probs, torch.zeros_like(probs)).sum(-1).view(b, rows, cols)
+        reward = self.reward.double().view(b, n)
+        arrival = (probs * reward.gather(1, targets.reshape(b, -1)).view(b, n, 5)).sum(-1)
+        return within.view(b, rows, cols, cols), above, below, arrival.view(b, rows, cols)
 
     def _continuing(self) -> Tensor:
-        return ((1.0 - self.options.reset) * (~self.terminal).double()).view(self.n_mdps, self.n_states)
+        return ((1.0 - self.options.reset) * (~self.terminal).double()).view(self.n_mdps, *self.shape)
+
+    def evaluate_effects(self, effect_probs: Tensor, gamma: float = 1.0) -> Tensor:
+        """V_pi for every state from the policy's effect probabilities [B * S, N_EFFECTS]: V = M (r + gamma C V),
+        solved exactly per MDP (float64) as a block-tridiagonal system (a grid row per block)."""
+        within, above, below, arrival = self._blocks(self.realised_moves(effect_probs))
+        # G[s, s'] = gamma M[s, s'] C(s'): C belongs to the arrival state s' (a column of M).
+        scale = gamma * self._continuing()  # [B, R, C]
+        eye = torch.eye(self.shape[1], dtype=torch.float64, device=self.device)
+        diag = eye - within * scale.unsqueeze(-2)
+        lower = -above * torch.roll(scale, 1, dims=1)
+        upper = -below * torch.roll(scale, -1, dims=1)
+        return block_tridiagonal_solve(lower, diag, upper, arrival).reshape(-1)
 
     def evaluate(self, policy: Tensor, gamma: float = 1.0) -> Tensor:
-        """V_pi for every state, exactly: V = M (r + gamma C V), solved per MDP (float64).
+        """V_pi for every state, exactly (float64); policy [B * S, A] probabilities.
 
         ``gamma = 1`` is the expected undiscounted return (the reset state ends episodes); a student that
         discounts its pseudo-returns by ``gamma`` on top of the resets needs its teacher's V_pi with that gamma.
         """
-        n, continuing = self.n_states, self._continuing()
-        reward = self.reward.double().view(self.n_mdps, n)
-        values = torch.empty(self.n_mdps, n, dtype=torch.float64, device=self.device)
-        eye = torch.eye(n, dtype=torch.float64, device=self.device)
-        for block, m in self._transition_chunks(policy):
-            system = eye - gamma * m * continuing[block].unsqueeze(1)
-            values[block] = torch.linalg.solve(system, (m @ reward[block].unsqueeze(-1))).squeeze(-1)
-        return values.view(-1)
+        return self.evaluate_effects(self.effect_probabilities(policy), gamma)
 
     def optimal_q(self, tol: float = 1e-5, max_iter: int = 5000) -> Tensor:
         """Q*(s, m) for the four moves, by value iteration (the reference the teachers are measured against)."""
         values = torch.zeros_like(self.reward)
-        eye = torch.eye(4, device=self.device)
-        deterministic = self.move_probabilities(eye)  # [4, 5]: each intended move under the noise
+        eye = torch.zeros(4, N_EFFECTS, device=self.device)
+        eye[:, :4] = torch.eye(4, device=self.device)
+        deterministic = self.realised_moves(eye)  # [4, 5]: each intended move under the noise
         for _ in range(max_iter):
             arrival = self.reward + (1.0 - self.options.reset) * (~self.terminal).float() * values
             targets = torch.cat([arrival[self.successor], arrival.unsqueeze(-1)], dim=-1)
@@ -257,17 +415,40 @@ class GridBatch:
             values = new
         return q
 
-    def occupancy(self, policy: Tensor) -> Tensor:
+    def occupancy_effects(self, effect_probs: Tensor) -> Tensor:
         """Expected visits of each state per episode from the start, exactly: d = e_start + C M^T d."""
-        n, continuing = self.n_states, self._continuing()
-        visits = torch.empty(self.n_mdps, n, dtype=torch.float64, device=self.device)
-        start = torch.zeros(self.n_mdps, n, dtype=torch.float64, device=self.device)
-        start.view(-1)[self.start] = 1.0
-        eye = torch.eye(n, dtype=torch.float64, device=self.device)
-        for block, m in self._transition_chunks(policy):
-            system = eye - continuing[block].unsqueeze(-1) * m.transpose(1, 2)
-            visits[block] = torch.linalg.solve(system, start[block].unsqueeze(-1)).squeeze(-1)
-        return visits.view(-1)
+        within, above, below, _ = self._blocks(self.realised_moves(effect_probs))
+        continuing = self._continuing()  # [B, R, C]: scales the rows of the transposed system
+        start = torch.zeros(self.n_mdps * self.n_states, dtype=torch.float64, device=self.device)
+        start[self.start] = 1.0
+        eye = torch.eye(self.shape[1], dtype=torch.float64, device=self.device)
+        diag = eye - continuing.unsqueeze(-1) * within.transpose(-1, -2)
+        lower = -continuing * torch.roll(below, 1, dims=1)  # arrivals from the row above, moving down
+        upper = -continuing * torch.roll(above, -1, dims=1)  # arrivals from the row below, moving up
+        return block_tridiagonal_solve(lower, diag, upper, start.view(self.n_mdps, *self.shape)).reshape(-1)
+
+    def occupancy(self, policy: Tensor) -> Tensor:
+        return self.occupancy_effects(self.effect_probabilities(policy))
+
+
+def block_tridiagonal_solve(lower: Tensor, diag: Tensor, upper: Tensor, rhs: Tensor) -> Tensor:
+    """Solve, for every batch element, a block-tridiagonal system whose off-diagonal blocks are diagonal:
+    ``diag`` [B, R, C, C], ``lower`` and ``upper`` [B, R, C] (``lower[:, r]`` couples block row r to row r - 1,
+    ``upper[:, r]`` to row r + 1; ``lower[:, 0]`` and ``upper[:, -1]`` are ignored), right-hand side [B, R, C].
+    Block Gaussian elimination (the block Thomas algorithm): R small batched inverses in sequence instead of
+    one dense (R C)^3 solve. The policy systems here are diagonally dominant, so no pivoting across blocks."""
+    n_rows = diag.shape[1]
+    inverses = [torch.linalg.inv(diag[:, 0])]
+    partial = [rhs[:, 0]]
+    for r in range(1, n_rows):
+        coupling = lower[:, r].unsqueeze(-1) * inverses[-1]  # L_r D'_{r-1}^{-1}
+        inverses.append(torch.linalg.inv(diag[:, r] - coupling * upper[:, r - 1].unsqueeze(-2)))
+        partial.append(rhs[:, r] - (coupling @ partial[-1].unsqueeze(-1)).squeeze(-1))
+    solution = [(inverses[-1] @ partial[-1].unsqueeze(-1)).squeeze(-1)]
+    for r in range(n_rows - 2, -1, -1):
+        right = partial[r] - upper[:, r] * solution[-1]
+        solution.append((inverses[r] @ right.unsqueeze(-1)).squeeze(-1))
+    return torch.stack(solution[::-1], dim=1)
 
 
 # --- gymnasium --------------------------------------------------------------------------------------------
@@ -330,10 +511,10 @@ class GridWorldEnv(gym.Env[Any, int]):
         return self._observe(), {}
 
     def step(self, action: int) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        move = int(self.batch.moves(torch.tensor(int(action))))
-        if self.np_random.random() < self.options.noise:
+        move = int(self.batch.effects[0, int(action)])
+        if self.np_random.random() < self.options.noise or move == RANDOM_MOVE:
             move = int(self.np_random.integers(4))
-        if move < 4:
+        if move < STAY:
             self._state = _neighbour(self.layout, self._state, move)
         reward = float(self.layout.reward[self._state])
         terminated = bool(self.layout.kind[self._state] == TERMINAL) or self.np_random.random() < self.options.reset

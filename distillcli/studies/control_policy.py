@@ -1,4 +1,8 @@
-"""Fig. 3: the control policy q (student, teacher, uniform) under the distillation loss, three teacher temperatures."""
+"""Fig. 3: the control policy q (student, teacher, uniform) under the distillation loss, three teacher temperatures.
+
+The nine settings (temperature x control policy) are one batch: nine copies of the MDPs, each copy with its
+teacher and its control policy, trained by one on-policy-distill run.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import torch
 from torch import Tensor
 
 from distillcli.gridworld import GridBatch
-from distillcli.methods import get_method
+from distillcli.methods import Control, get_method
 from distillcli.stats import first_reaching
 from distillcli.studies.common import (
     Curves,
@@ -17,40 +21,40 @@ from distillcli.studies.common import (
     Progress,
     StudyResult,
     chunks,
+    copies,
     grid_batch,
+    per_block,
+    policy_returns,
     q_rows,
     reference,
     result,
-    returns,
 )
-from distillcli.studies.tabular import TabularTeacher, train_tabular
-from distillcli.studies.teachers import action_values, softmax_policy
+from distillcli.studies.tabular import TabularStudent, TabularTeacher, train_tabular
+from distillcli.studies.teachers import effect_counts, effect_values, softmax_policy, uniform_policy
+
+CONTROLS: tuple[Control, ...] = ("student", "teacher", "uniform")
 
 
 def control_policy(options: PaperOptions, progress: Progress) -> StudyResult:
     """q in {student, teacher, uniform} with the distillation loss Hx(pi || pi_th), three teacher temperatures."""
     curves = Curves("control-policy")
     method = get_method("on-policy-distill")
-    for seed, chunk, start, size in chunks(options, options.grid.n_actions):
-        batch = grid_batch(options, seed, start, size)
-        q = q_rows(options, seed, start, size)
-        uniform = torch.full((batch.reward.shape[0], options.grid.n_actions), 1.0 / options.grid.n_actions)
-        uniform = uniform.to(batch.device)
-        occupancy_uniform = batch.occupancy(uniform)
-        for temperature in options.temperatures:
-            probs = softmax_policy(action_values(batch, q), temperature)
-            teacher = TabularTeacher(batch, probs, options.settings(seed))
-            occupancy_teacher = batch.occupancy(probs)
-            setting = f"T={temperature:g}"
-            reference(curves, batch, f"{setting} return", "teacher", probs, options.iterations)
-            for control in ("student", "teacher", "uniform"):
-                progress(f"control-policy {setting} q={control} (seed {seed}, chunk {chunk})")
-                label = f"q={control}"
-
-                evaluate = _control_evaluator(
-                    curves, batch, teacher, setting, label, occupancy_teacher, occupancy_uniform
-                )
-                train_tabular(method, batch, teacher, options.settings(seed), evaluate, control=control)  # type: ignore[arg-type]
+    blocks = [(t, c) for t in options.temperatures for c in CONTROLS]
+    for seed, chunk, start, size in chunks(options, options.grid.n_actions, len(blocks)):
+        base = grid_batch(options, seed, start, size)
+        q = effect_values(base, q_rows(options, seed, start, size))
+        teachers = {t: softmax_policy(base, q, t) for t in options.temperatures}
+        batch = copies(base, len(blocks))
+        teacher = TabularTeacher(batch, torch.cat([teachers[t] for t, _ in blocks]), options.settings(seed))
+        counts = effect_counts(batch)
+        occupancy_teacher = batch.occupancy_effects(teacher.per_effect.double() * counts.double())
+        occupancy_uniform = batch.occupancy_effects(uniform_policy(batch).double() * counts.double())
+        for t in options.temperatures:
+            reference(curves, f"T={t:g} return", "teacher", policy_returns(base, teachers[t]), options.iterations)
+        progress(f"control-policy: {len(blocks)} settings in one batch (seed {seed}, chunk {chunk})")
+        evaluate = _control_evaluator(curves, batch, teacher, blocks, occupancy_teacher, occupancy_uniform)
+        controls = [c for _, c in blocks for _ in range(size)]
+        train_tabular(method, batch, teacher, options.settings(seed), evaluate, control=controls)
     summary: dict[str, Any] = {}
     for temperature in options.temperatures:
         setting = f"T={temperature:g}"
@@ -68,7 +72,7 @@ def control_policy(options: PaperOptions, progress: Progress) -> StudyResult:
                         for d in ("student", "teacher", "uniform")
                     },
                 }
-                for c in ("student", "teacher", "uniform")
+                for c in CONTROLS
             },
         }
     return result("control-policy", curves, summary, options, log_panels=("KL",))
@@ -78,23 +82,29 @@ def _control_evaluator(
     curves: Curves,
     batch: GridBatch,
     teacher: TabularTeacher,
-    setting: str,
-    label: str,
+    blocks: list[tuple[float, Control]],
     occupancy_teacher: Tensor,
     occupancy_uniform: Tensor,
-) -> Callable[[int, Tensor], None]:
+) -> Callable[[int, TabularStudent], None]:
     """Return, and the mean KL(pi || pi_th) per step along trajectories of the student, teacher and uniform."""
+    rows = torch.arange(batch.n_mdps * batch.n_states, device=batch.device)
 
-    def evaluate(iteration: int, policy: Tensor) -> None:
-        kl = (teacher.log_probs.exp() * (teacher.log_probs - policy.clamp_min(1e-30).log())).sum(-1)
-        curves.add(f"{setting} return", label, iteration, returns(batch, policy))
+    def evaluate(iteration: int, student: TabularStudent) -> None:
+        log_pi = teacher.log_probabilities(rows)
+        kl = (log_pi.exp() * (log_pi - torch.log_softmax(student.logits, -1))).sum(-1)
+        effects = batch.effect_probabilities(logits=student.logits)
+        values = batch.evaluate_effects(effects)[batch.start]
+        n = len(blocks)
+        for (t, c), block in zip(blocks, per_block(values, n), strict=True):
+            curves.add(f"T={t:g} return", f"q={c}", iteration, block)
         for name, occupancy in (
-            ("student", batch.occupancy(policy)),
+            ("student", batch.occupancy_effects(effects)),
             ("teacher", occupancy_teacher),
             ("uniform", occupancy_uniform),
         ):
             per_mdp = (occupancy * kl).view(batch.n_mdps, -1).sum(-1)
             visits = occupancy.view(batch.n_mdps, -1).sum(-1)
-            curves.add(f"{setting} KL under {name}", label, iteration, per_mdp / visits)
+            for (t, c), block in zip(blocks, per_block(per_mdp / visits, n), strict=True):
+                curves.add(f"T={t:g} KL under {name}", f"q={c}", iteration, block)
 
     return evaluate

@@ -1,4 +1,9 @@
-"""Tabular teachers for the grid worlds: Q-learning, softmax(Q / T), noisy and adversarial teachers, exact values."""
+"""Tabular teachers for the grid worlds: Q-learning, softmax(Q / T), noisy and adversarial teachers.
+
+A teacher is a table [B * S, N_EFFECTS]: the probability of *one* action of each effect (move, stay, random
+move) in every state. Actions with the same effect have the same Q and so the same probability, so this is
+the whole policy however many actions there are; the |A| = 4000 teacher is never a dense [B * S, 4000] table.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from distillcli.gridworld import GridBatch
+from distillcli.gridworld import N_EFFECTS, RANDOM_MOVE, STAY, GridBatch
 
 
 def q_learning(
@@ -45,38 +50,52 @@ def q_learning(
     return q
 
 
-def action_values(batch: GridBatch, q_moves: Tensor) -> Tensor:
-    """Q over all ``n_actions`` actions from Q over the four moves (extra actions repeat a move or stay put)."""
-    n_actions = batch.options.n_actions
-    actions = torch.arange(n_actions, device=q_moves.device)
-    if batch.options.extra_actions == "repeat" or n_actions == 4:
-        return q_moves[:, actions % 4]
-    # Staying put: the intended move keeps the agent here, the noise moves it as usual.
+def effect_counts(batch: GridBatch) -> Tensor:
+    """[B * S, N_EFFECTS] float: how many actions have each effect, per state (the same for a whole MDP)."""
+    per_mdp = torch.nn.functional.one_hot(batch.effects, N_EFFECTS).sum(1).float()  # [B, E]
+    return per_mdp.repeat_interleave(batch.n_states, dim=0)
+
+
+def effect_values(batch: GridBatch, q_moves: Tensor) -> Tensor:
+    """Q of an action of each effect [B * S, N_EFFECTS], from Q over the four moves: staying puts the agent
+    back on its own cell (the noise still moves it), a random move is worth the mean of the four."""
     values = q_moves.max(-1).values
     stay = batch.reward + (1.0 - batch.options.reset) * (~batch.terminal).float() * values
     eta = batch.options.noise
-    q_stay = (1.0 - eta) * stay + eta * q_moves.mean(-1)  # noise: a uniformly random move, valued by Q
-    q_full = q_stay.unsqueeze(-1).expand(-1, n_actions).clone()
-    q_full[:, :4] = q_moves
-    return q_full
+    mean = q_moves.mean(-1)
+    q_stay = (1.0 - eta) * stay + eta * mean  # noise: a uniformly random move, valued by Q
+    out = torch.empty(q_moves.shape[0], N_EFFECTS, dtype=q_moves.dtype, device=q_moves.device)
+    out[:, :4] = q_moves
+    out[:, STAY] = q_stay
+    out[:, RANDOM_MOVE] = mean
+    return out
 
 
-def softmax_policy(q: Tensor, temperature: float) -> Tensor:
-    """softmax(Q / T) as probabilities; T = 0 is greedy, ties (equivalent actions) sharing the mass."""
+def softmax_policy(batch: GridBatch, q: Tensor, temperature: float) -> Tensor:
+    """softmax(Q / T) over all actions, as the probability of one action of each effect [B * S, N_EFFECTS];
+    T = 0 is greedy, ties (equivalent actions) sharing the mass. ``q`` is per effect (:func:`effect_values`)."""
+    counts = effect_counts(batch).to(q.dtype)
+    present = counts > 0
     if temperature == 0:
-        best = (q >= q.max(-1, keepdim=True).values - 1e-6).float()
-        return best / best.sum(-1, keepdim=True)
-    return torch.softmax(q / temperature, -1)
+        best_value = q.masked_fill(~present, -torch.inf).max(-1, keepdim=True).values
+        best = ((q >= best_value - 1e-6) & present).to(q.dtype)
+        return best / (best * counts).sum(-1, keepdim=True)
+    logits = (q / temperature).masked_fill(~present, -torch.inf)
+    norm = torch.logsumexp(logits + counts.clamp_min(1).log(), -1, keepdim=True)
+    return torch.where(present, (logits - norm).exp(), torch.zeros_like(q))
 
 
-def noisy_policy(policy: Tensor, share: float, seed: int) -> Tensor:
+def uniform_policy(batch: GridBatch) -> Tensor:
+    return torch.full((batch.n_mdps * batch.n_states, N_EFFECTS), 1.0 / batch.n_actions, device=batch.device)
+
+
+def noisy_policy(policy: Tensor, share: float, seed: int, n_actions: int) -> Tensor:
     """Replace the teacher's distribution by uniform on a random ``share`` of each MDP's states."""
     if share <= 0:
         return policy
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     replaced = torch.rand(policy.shape[0], generator=generator, device=policy.device) < share
-    uniform = torch.full_like(policy, 1.0 / policy.shape[-1])
-    return torch.where(replaced.unsqueeze(-1), uniform, policy)
+    return torch.where(replaced.unsqueeze(-1), torch.full_like(policy, 1.0 / n_actions), policy)
 
 
 def adversarial_q(batch: GridBatch) -> Tensor:
