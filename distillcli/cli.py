@@ -339,9 +339,12 @@ PAPER_STUDIES = "control-policy | action-space | imperfect-teacher | chain | cou
 @app.command()
 def paper(
     study: Annotated[str, typer.Argument(help=PAPER_STUDIES)],
-    scale: Annotated[str, typer.Option("--scale", help="small (minutes on a CPU) or paper (1000 MDPs, 30k its)")] = (
-        "small"
-    ),
+    scale: Annotated[
+        str,
+        typer.Option(
+            "--scale", help="small (minutes on a CPU), medium (100 MDPs, 30k its: hours) or paper (1000 MDPs, 30k its)"
+        ),
+    ] = "small",
     mdps: Annotated[int | None, typer.Option("--mdps", help="random MDPs per setting (default: the scale's)")] = None,
     iterations: Annotated[int | None, typer.Option("--iterations", help="updates per student")] = None,
     seeds: Annotated[int | None, typer.Option("--seeds", help="independent repetitions (new MDPs each)")] = None,
@@ -350,6 +353,7 @@ def paper(
     out: Annotated[Path, typer.Option("--out", "-o", help="directory for <study>.png/.csv/.json")] = Path("runs/paper"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the studies' summaries as JSON")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", help="studies run in parallel processes (all)")] = 1,
 ) -> None:
     """Reproduce the paper's tabular studies (Figures 2-6, Theorems 1-2): a PNG, a CSV and a JSON each."""
     from contextlib import nullcontext
@@ -357,7 +361,7 @@ def paper(
     import torch
 
     from distillcli.config import smoke
-    from distillcli.studies import STUDIES, run_study, write
+    from distillcli.studies import STUDIES, release_memory, run_parallel, run_study, write
     from distillcli.studies.common import PaperOptions
 
     names = list(STUDIES) if study == "all" else [study]
@@ -379,6 +383,8 @@ def paper(
         raise DistillError(f"--out {short(out)}: cannot write there ({error.strerror or short(error)})") from None
     if not 1 <= threads <= 256:
         raise DistillError(f"--threads must be between 1 and 256, got {threads}")
+    if not 1 <= jobs <= 64:
+        raise DistillError(f"--jobs must be between 1 and 64, got {jobs}")
     torch.set_num_threads(threads)
     if smoke():
         mdps, iterations, seeds = min(mdps or 2, 2), min(iterations or 20, 20), 1
@@ -389,6 +395,14 @@ def paper(
         options = replace(options, teacher_steps=min(options.teacher_steps, 500))
     stderr, stdout = _console(stderr=True), _console()
     summaries = []
+    if jobs > 1 and len(names) > 1:  # one worker process per study, the longest first
+        for report in run_parallel(names, options, out, threads, jobs):
+            summaries.append(report)
+            if not json_out:
+                files = report["files"]
+                line = f"{report['study']}: {report['seconds']:.0f} s -> {files['png']}, {files['csv']}"
+                stdout.print(line, highlight=False, markup=False)
+        names = []
     for name in names:
         with stderr.status(name) if not (quiet or json_out) else nullcontext() as status:
 
@@ -405,8 +419,10 @@ def paper(
             stdout.print(
                 f"{name}: {result.seconds:.0f} s -> {files['png']}, {files['csv']}", highlight=False, markup=False
             )
+        del result  # a study's tables and curves go before the next study starts
+        release_memory()
     if json_out:
-        _print_json({"studies": summaries})
+        _print_json({"studies": sorted(summaries, key=lambda r: STUDIES.index(r["study"]))})
 
 
 @app.command()
