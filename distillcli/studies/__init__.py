@@ -50,13 +50,37 @@ def write(result: StudyResult, out: Path) -> dict[str, str]:
     result.figure(paths["png"])
     atomic_write_json(
         paths["json"],
-        {"study": result.name, "seconds": result.seconds, "settings": result.settings, "summary": result.summary},
+        {
+            "study": result.name,
+            "seconds": result.seconds,
+            "cpu_seconds": result.cpu_seconds,
+            "settings": result.settings,
+            "summary": result.summary,
+        },
     )
     return {kind: str(p) for kind, p in paths.items()}
 
 
 # Longest first (at every scale), so that parallel jobs finish together.
 BY_COST = ("action-space", "imperfect-teacher", "chain", "control-policy", "counterexample", "gradient-field")
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+HEAP_THRESHOLD = 8 << 20  # blocks of 8 MiB and more are mapped, and unmapped when freed
+
+
+def fix_heap_thresholds() -> None:
+    """Fix glibc's mmap threshold at 8 MiB (and its trim threshold with it). By default glibc raises the
+    threshold to the size of each mapped block freed, up to 32 MiB: after the action-space study's large tables
+    every block under 32 MiB is carved from a heap that is never given back, and the next study's many
+    mid-sized tensors fragment it (``distill paper all`` reached 12-24 GB in imperfect-teacher that way).
+    A fixed threshold keeps the dynamic adjustment off; large tensors go back to the system when freed."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, HEAP_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, 2 * HEAP_THRESHOLD)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def release_memory() -> None:
@@ -93,8 +117,10 @@ def run_parallel(
 def run_study(name: str, options: PaperOptions, progress: Progress) -> StudyResult:
     if name not in RUNNERS:
         raise DistillError(f"unknown study {name!r}; valid: {', '.join(STUDIES)}, all")
+    fix_heap_thresholds()
     torch.manual_seed(0)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     result = RUNNERS[name](options, progress)
     result.seconds = time.perf_counter() - started
+    result.cpu_seconds = time.process_time() - cpu
     return result

@@ -166,7 +166,8 @@ class StudyResult:
     summary: dict[str, Any]
     settings: dict[str, Any]
     figure: Callable[[Path], None]
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time
+    cpu_seconds: float = 0.0  # this process's CPU time (on a shared machine the wall time says little)
 
 
 Progress = Callable[[str], None]
