@@ -31,7 +31,7 @@ TEACHERS = {"CartPole-v1": "bundled:ppo-CartPole-v1", "LunarLander-v3": "bundled
 def distill(teacher: str, out: Path, steps: int) -> None:
     command = [sys.executable, "-m", "distillcli", "run", "--teacher", teacher, "--student-net", "32,32"]
     command += ["--steps", str(steps), "--out", str(out), "--quiet"]
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
 
 def measure(env_id: str, teacher: str, folder: Path, steps: int) -> dict[str, Any]:

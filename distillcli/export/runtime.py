@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import tempfile
 import warnings
@@ -38,10 +39,15 @@ def require(module: str, why: str) -> Any:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """torch's exporters warn about their own deprecations and about tracing; none of it is the user's business."""
+    """torch's exporters warn about their own deprecations and about tracing, onnxruntime's quantiser logs advice
+    on the root logger; none of it is the user's business."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        yield
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
 
 
 def to_onnx(module: Deployable) -> bytes:
