@@ -292,7 +292,18 @@ def _show_latency(rows: list[dict[str, Any]]) -> None:
     _console().print(table)
 
 
-@app.command("export")
+EXPORT_HELP = (
+    "Export the student as one graph (ONNX or TorchScript) from the raw env observation to the env action, checked "
+    "against SB3's predict on 1,000 env observations, evaluated and timed; writes the file (student.onnx), its "
+    "sidecar (student.json) and a README.md model card.\n\n"
+    "The graph holds the frozen VecNormalize statistics, the image transpose and /255, the network and the "
+    "deterministic action (argmax, or the Box mean clipped or squashed to the bounds); a MaskablePPO student takes "
+    "the action mask as a second input. Frame stacking stays outside: the graph takes the stacked observation.\n\n"
+    "Needs the export extra (onnx, onnxruntime; make install installs it). See docs/export.md."
+)
+
+
+@app.command("export", help=EXPORT_HELP)
 def export_command(
     model: Annotated[
         Path, typer.Argument(help="a run directory (its student.zip), a student .zip, or an rl-zoo run folder")
@@ -315,14 +326,6 @@ def export_command(
     trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help=TRUST_HELP)] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the sidecar as JSON (and nothing else)")] = False,
 ) -> None:
-    """Export the student as one graph (ONNX or TorchScript) from raw observation to action: checked against SB3's
-    predict on 1,000 observations, evaluated, timed; writes FILE, its sidecar FILE.json and a README.md model card.
-
-    The graph holds the frozen VecNormalize statistics, the image transpose and /255, the network and the
-    deterministic action (argmax, or the Box mean clipped or squashed to the bounds); a MaskablePPO student takes
-    the action mask as a second input. Frame stacking stays outside: the graph takes the stacked observation.
-    Needs the export extra (pip install 'distillcli[export]'). See docs/export.md.
-    """
     from distillcli.config import smoke
     from distillcli.export.exporter import export_model
 
