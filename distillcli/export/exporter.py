@@ -234,6 +234,17 @@ def _policy(act: Act) -> Any:
     return policy
 
 
+def _teacher_name(path: Any) -> Any:
+    """A bundled teacher by the name --teacher takes (bundled:NAME), not the path inside site-packages."""
+    from distillcli.run.setup import bundled_teacher
+
+    if isinstance(path, str) and path.endswith(".zip"):
+        name = Path(path).stem
+        if Path(path) == bundled_teacher(name):
+            return f"bundled:{name}"
+    return path
+
+
 def describe(
     source: Source,
     module: Deployable,
@@ -258,7 +269,7 @@ def describe(
     outputs = [{"name": ACTION, "dtype": out_dtype, "shape": ["batch", *list(action_space.shape or ())]}]
     environment = {k: v for k, v in stack.describe().items() if k not in ("normalize", "transpose_images")}
     summary, config = source.summary, source.config
-    teacher_source = config.get("teacher") or summary.get("teacher")
+    teacher_source = _teacher_name(config.get("teacher") or summary.get("teacher"))
     action = action_kind(source.policy, source.masked)
     policy_space = source.policy.observation_space
     scale = (
