@@ -491,3 +491,33 @@ def test_normalisation_with_frame_stacking_is_refused() -> None:
     space = gym.spaces.Box(-1.0, 1.0, (16,), np.float32)
     with pytest.raises(DistillError, match="frame stacking"):
         check_exportable_spaces(space, gym.spaces.Discrete(2), stack)
+
+
+def test_an_env_that_cannot_render_is_one_line(
+    cli: CLI, cartpole: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where MuJoCo has no GL (no display, no EGL or OSMesa), --video says so in one line and writes nothing."""
+    import distillcli.export.video as video
+
+    def no_gl(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("mujoco.FatalError: gladLoadGL error")
+
+    monkeypatch.setattr(video, "open_env", no_gl)
+    out = tmp_path / "v.mp4"
+    _one_line(cli("eval", cartpole / "student.zip", "--episodes", "1", "--video", out), "cannot render", "MUJOCO_GL")
+    assert not out.exists()
+
+
+def test_mujoco_video_where_mujoco_is_installed(cli: CLI, tmp_path: Path) -> None:
+    pytest.importorskip("mujoco")
+    model = PPO("MlpPolicy", "Hopper-v5", policy_kwargs={"net_arch": [8]}, seed=0)
+    model.save(tmp_path / "ppo-Hopper-v5.zip")
+    out = tmp_path / "hopper.mp4"
+    result = cli("eval", tmp_path / "ppo-Hopper-v5.zip", "--episodes", "1", "--video", out, "--json")
+    if result.code == 0:  # a machine with EGL (or OSMesa with MUJOCO_GL=osmesa)
+        import imageio.v2 as imageio
+
+        assert imageio.get_reader(out).count_frames() == result.json()["video"]["frames"]
+    else:
+        _one_line(result, "cannot render Hopper-v5")
+        assert not out.exists()
