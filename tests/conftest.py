@@ -80,7 +80,7 @@ def teacher_zip() -> Path:
 @pytest.fixture(scope="session")
 def distilled(tmp_path_factory: pytest.TempPathFactory, teacher_zip: Path) -> Path:
     """One default-method run on the bundled teacher, shared by the tests that only read its outputs."""
-    out = tmp_path_factory.mktemp("runs") / "expected-entropy"
+    out = tmp_path_factory.mktemp("runs") / "default"
     monkey = pytest.MonkeyPatch()
     monkey.setattr(sys, "argv", ["distill", "run", "--out", str(out), "--quiet", "--tensorboard"])
     try:

@@ -21,6 +21,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.envs import IdentityEnvMultiBinary, IdentityEnvMultiDiscrete, SimpleMultiObsEnv
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
+from distillcli.config import DEFAULT_METHOD
 from distillcli.run.setup import bundled_teacher
 from tests.conftest import CLI
 
@@ -141,7 +142,7 @@ def test_cartpole_onnx_parity_sidecar_card_and_eval(cli: CLI, cartpole: Path) ->
     assert sidecar["parity"] == {**sidecar["parity"], "observations": 1000, "mismatches": 0, "discrete": True}
     assert sidecar["inputs"] == [{"name": "obs", "dtype": "float32", "shape": ["batch", 4]}]
     assert sidecar["preprocessing"]["normalize"] is None and sidecar["preprocessing"]["action"]["kind"] == "argmax"
-    assert sidecar["teacher"]["algo"] == "PPO" and sidecar["run"]["method"] == "expected-entropy"
+    assert sidecar["teacher"]["algo"] == "PPO" and sidecar["run"]["method"] == DEFAULT_METHOD
     # Independently: onnxruntime on raw observations == PPO.load(...).predict(deterministic=True).
     raw, _ = _raw_and_normalised(cartpole, "CartPole-v1", 1000)
     expected, _ = PPO.load(cartpole / "student.zip", device="cpu").predict(raw, deterministic=True)
@@ -153,7 +154,7 @@ def test_cartpole_onnx_parity_sidecar_card_and_eval(cli: CLI, cartpole: Path) ->
     assert {"reinforcement-learning", "stable-baselines3", "distillation", "onnx", "CartPole-v1"} <= set(front["tags"])
     metric = front["model-index"][0]["results"][0]
     assert metric["dataset"]["name"] == "CartPole-v1" and metric["metrics"][0]["type"] == "mean_reward"
-    for text in ("expected-entropy", "ppo-CartPole-v1", "latency", "import onnxruntime as ort", "parameters"):
+    for text in (DEFAULT_METHOD, "ppo-CartPole-v1", "latency", "import onnxruntime as ort", "parameters"):
         assert text in card
     # distill eval FILE.onnx: the exported model's score beside the zip's, on the same seeds.
     report = _eval_json(cli, model)
