@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -275,21 +276,25 @@ class Student:
             from sb3_contrib import MaskablePPO
 
             algo_class, sde = MaskablePPO, {}
-        # The PPO hyperparameters are stored in student.zip so that RL fine-tuning starts from ours.
-        model = algo_class(
-            "MlpPolicy" if net.features_dim is None else "CnnPolicy",
-            venv,
-            learning_rate=learning_rate,
-            n_steps=n_steps,
-            batch_size=minibatch_size,
-            n_epochs=epochs,
-            gamma=gamma,
-            gae_lambda=gae_lambda,
-            policy_kwargs=policy_kwargs,
-            **sde,
-            device=device,
-            seed=seed,
-        )
+        # The PPO hyperparameters are stored in student.zip so that RL fine-tuning starts from ours. SB3 warns when
+        # the minibatch exceeds n_steps x n_envs: a run's environments grow from fewer, and distill's own updates
+        # never use SB3's buffer, so the warning would only mislead.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
+            model = algo_class(
+                "MlpPolicy" if net.features_dim is None else "CnnPolicy",
+                venv,
+                learning_rate=learning_rate,
+                n_steps=n_steps,
+                batch_size=minibatch_size,
+                n_epochs=epochs,
+                gamma=gamma,
+                gae_lambda=gae_lambda,
+                policy_kwargs=policy_kwargs,
+                **sde,
+                device=device,
+                seed=seed,
+            )
         if zero_critic:
             with torch.no_grad():
                 model.policy.value_net.weight.zero_()
