@@ -382,3 +382,74 @@ def atari_stack(env_id: str, recorded_shape: Any) -> EnvStack | None:
         frame_stack=frames if frames > 1 else 0,
         source="atari (inferred)",
     )
+
+
+class ConcatVecEnv(VecEnv):
+    """Several vectorised envs stepped as one: ``append`` adds more environments between segments, while the
+    running ones keep their episodes (a run starts with few environments and grows; see trainer.EnvSchedule).
+    Each part is a whole env stack (wrappers, frozen statistics, frame stacking), so a part's observations are
+    exactly what a single stack of the same size gives."""
+
+    def __init__(self, parts: list[VecEnv]) -> None:
+        self.parts = list(parts)
+        first = self.parts[0]
+        super().__init__(sum(p.num_envs for p in self.parts), first.observation_space, first.action_space)
+
+    def append(self, part: VecEnv) -> None:
+        self.parts.append(part)
+        self.num_envs += part.num_envs
+
+    def _split(self, actions: np.ndarray) -> list[np.ndarray]:
+        bounds = np.cumsum([p.num_envs for p in self.parts])[:-1]
+        return np.split(actions, bounds)
+
+    def reset(self) -> Any:
+        return np.concatenate([p.reset() for p in self.parts])
+
+    def step_async(self, actions: np.ndarray) -> None:
+        for part, chunk in zip(self.parts, self._split(actions), strict=True):
+            part.step_async(chunk)
+
+    def step_wait(self) -> Any:
+        results = [p.step_wait() for p in self.parts]
+        obs = np.concatenate([r[0] for r in results])
+        rewards = np.concatenate([r[1] for r in results])
+        dones = np.concatenate([r[2] for r in results])
+        infos = [info for r in results for info in r[3]]
+        return obs, rewards, dones, infos
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.close()
+
+    def _route(self, indices: Any) -> list[tuple[VecEnv, list[int]]]:
+        """(part, local indices) for global env indices (all of them when None)."""
+        wanted = range(self.num_envs) if indices is None else [indices] if isinstance(indices, int) else indices
+        routes: list[tuple[VecEnv, list[int]]] = []
+        offset = 0
+        for part in self.parts:
+            local = [i - offset for i in wanted if offset <= i < offset + part.num_envs]
+            if local:
+                routes.append((part, local))
+            offset += part.num_envs
+        return routes
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        return [v for part, local in self._route(indices) for v in part.get_attr(attr_name, local)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        for part, local in self._route(indices):
+            part.set_attr(attr_name, value, local)
+
+    def env_method(self, method_name: str, *args: Any, indices: Any = None, **kwargs: Any) -> list[Any]:
+        return [
+            v
+            for part, local in self._route(indices)
+            for v in part.env_method(method_name, *args, indices=local, **kwargs)
+        ]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: Any = None) -> list[bool]:
+        return [v for part, local in self._route(indices) for v in part.env_is_wrapped(wrapper_class, local)]
+
+    def get_images(self) -> list[Any]:
+        return [image for part in self.parts for image in part.get_images()]

@@ -1,7 +1,7 @@
 """`distill paper`: the grid worlds, the tabular teachers, and each study's claim at a small scale.
 
 The studies run in-process with fewer MDPs and iterations than `--scale small`, so each claim below is what the
-paper's figure shows, checked on this scale's numbers (docs/paper.md has the full-scale numbers).
+paper's figure shows, checked on this scale's numbers (docs/paper.md has the `--scale small` numbers).
 """
 
 from __future__ import annotations

@@ -256,6 +256,10 @@ class RecurrentSession:
 
         self._marked.append(_select(self.states, torch.as_tensor(index, device=self.teacher.device)))
 
+    def grow(self, n_envs: int) -> None:
+        """Room for ``n_envs`` more environments, each at an episode's start."""
+        self.states = _cat([self.states, initial_state(self.teacher, n_envs)])
+
     def peek_marked(self, final_obs: Tensor) -> Output:
         """pi on the final observations, in marking order, each on its episode's state; forgets the marks."""
         import torch
