@@ -1,0 +1,320 @@
+"""The security review of issue #17, as tests: what an untrusted checkpoint, rl-zoo folder, run directory or config
+file can make distill do, and what it cannot. docs/security.md names these tests beside each promise.
+
+Every attack's payload is real: where it is refused, a test shows elsewhere (or the library's own loader shows)
+that it would have run. "Refused" always means: one ``error:`` line on stderr, a non-zero exit, no traceback,
+nothing on stdout, and no file written outside the run directory (a marker file the payload would create).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from stable_baselines3 import PPO
+
+from distillcli.config import RunConfig
+from tests.conftest import CLI, Result
+from tests.test_bad_input import _rezip
+from tests.test_zoo import _dump, make_zoo_folder
+
+EXE = Path(sys.executable).with_name("distill")
+SEGMENT = RunConfig.n_envs * RunConfig.n_steps
+TINY = ("--steps", str(SEGMENT), "--eval-episodes", "1", "--eval-every", "0", "--quiet")
+
+
+class _CreatesFile:
+    """Unpickling this runs ``open(marker, "w")``: the shape of any code-execution payload."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
+
+
+class _Builds:
+    """Unpickling this calls ``function(*args)``: a class the allow-list names, called instead of named."""
+
+    def __init__(self, function: object, *args: object) -> None:
+        self.function, self.args = function, args
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (self.function, self.args)
+
+
+def one_line(result: Result, says: str = "", code: int | None = 2) -> str:
+    """The contract of a refused input; returns the line."""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.code != 0, result
+    if code is not None:
+        assert result.code == code, result
+    assert result.stdout == "", result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "internal error" not in lines[0], lines[0]
+    assert says in lines[0], lines[0]
+    assert len(lines[0]) <= 2100
+    return lines[0]
+
+
+def distill(*args: str | Path, timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every path under ``folder`` (links as links) and the bytes of its files."""
+    found: dict[str, bytes | None] = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(root) / name
+            key = str(path.relative_to(folder))
+            if path.is_symlink():
+                found[key] = b"-> " + os.readlink(path).encode()
+            elif path.is_file():
+                found[key] = path.read_bytes()
+            else:
+                found[key] = None
+    return found
+
+
+def _payload(obj: object) -> dict[str, str]:
+    return {":type:": "<class 'dict'>", ":serialized:": base64.b64encode(pickle.dumps(obj)).decode()}
+
+
+def _with_data(teacher: Path, target: Path, change: Any) -> Path:
+    """A copy of the SB3 zip ``teacher`` whose ``data`` JSON went through ``change(data)``."""
+    with zipfile.ZipFile(teacher) as archive:
+        data = json.loads(archive.read("data"))
+    change(data)
+    return _rezip(teacher, target, {"data": json.dumps(data).encode()})
+
+
+@pytest.fixture
+def marker(tmp_path: Path) -> Path:
+    return tmp_path / "pwned"
+
+
+@pytest.fixture
+def evil_teacher(tmp_path: Path, teacher_zip: Path, marker: Path) -> Path:
+    """The bundled teacher with policy_kwargs that create ``marker`` when unpickled."""
+
+    def change(data: dict[str, Any]) -> None:
+        data["policy_kwargs"] = _payload(_CreatesFile(marker))
+
+    (tmp_path / "evil").mkdir()
+    return _with_data(teacher_zip, tmp_path / "evil" / "ppo-CartPole-v1.zip", change)
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_zoo_folder(tmp_path_factory.mktemp("zoo"))
+
+
+@pytest.fixture
+def folder(zoo: Path, tmp_path: Path) -> Path:
+    """A fresh copy of an rl-zoo run folder (Pendulum-v1, VecNormalize statistics) to damage."""
+    copy = tmp_path / "logs" / zoo.name
+    shutil.copytree(zoo, copy)
+    return copy
+
+
+def _zoo_yaml(folder: Path, name: str, **changes: Any) -> None:
+    """Set options in the folder's args.yml or config.yml, written as rl-zoo writes them."""
+    from distillcli.zoo import read_yaml
+
+    path = folder / "Pendulum-v1" / name
+    options = read_yaml(path)
+    options.update(changes)
+    _dump(path, options)
+
+
+# ---------------------------------------------------------------------------------- what held up: kept tested
+
+
+def test_nothing_in_data_is_unpickled_even_with_trust(cli: CLI, tmp_path: Path, teacher_zip: Path) -> None:
+    """Spaces, schedules, buffers: every pickled entry of ``data`` but the policy's own two is never unpickled."""
+    markers: list[Path] = []
+
+    def change(data: dict[str, Any]) -> None:
+        for key, entry in data.items():
+            if isinstance(entry, dict) and ":serialized:" in entry and key not in ("policy_class", "policy_kwargs"):
+                markers.append(tmp_path / f"pwned-{key}")
+                entry[":serialized:"] = _payload(_CreatesFile(markers[-1]))[":serialized:"]
+
+    teacher = _with_data(teacher_zip, tmp_path / "ppo-CartPole-v1.zip", change)
+    assert len(markers) >= 6
+    result = cli("run", "--teacher", teacher, *TINY, "--out", tmp_path / "run", "--trust-checkpoint")
+    assert result.code == 0, result.stderr
+    assert not any(m.exists() for m in markers)
+    with pytest.raises(Exception):  # noqa: B017 - the payloads are real: SB3's own load runs them
+        PPO.load(teacher, device="cpu")
+    assert any(m.exists() for m in markers)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip-format", "legacy-format"])
+@pytest.mark.parametrize("trust", [False, True], ids=["untrusted", "trusted"])
+def test_weights_only_refuses_both_pickle_routes(
+    cli: CLI, tmp_path: Path, teacher_zip: Path, marker: Path, legacy: bool, trust: bool
+) -> None:
+    buffer = io.BytesIO()
+    torch.save({"weight": _CreatesFile(marker)}, buffer, _use_new_zipfile_serialization=not legacy)
+    teacher = _rezip(teacher_zip, tmp_path / "ppo-CartPole-v1.zip", {"policy.pth": buffer.getvalue()})
+    result = cli("run", "--teacher", teacher, *TINY, "--out", tmp_path / "run", *(["--trust-checkpoint"] * trust))
+    one_line(result, "weights cannot be loaded safely")
+    assert not marker.exists() and not (tmp_path / "run").exists()
+    torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)  # what a full unpickling would have done
+    assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    "wrapper",
+    [
+        "gymnasium.wrappers.os.system",  # a module the allow-listed one imports
+        "gymnasium.wrappers._PrivateThing",
+        "gymnasiumx.wrappers.TimeLimit",  # a prefix of an allow-listed name is not that name
+        "stable_baselines3.common.vec_env.SubprocVecEnv",  # allow-listed module, not a wrapper
+        "builtins.eval",
+    ],
+)
+def test_wrapper_allow_list_cannot_be_escaped(cli: CLI, folder: Path, marker: Path, wrapper: str) -> None:
+    _zoo_yaml(folder, "config.yml", env_wrapper=[{wrapper: {"command": f"touch {marker}"}}])
+    result = cli("run", "--teacher", folder, *TINY, "--out", folder.parent / "run")
+    one_line(result, "env_wrapper")
+    assert not marker.exists() and not (folder.parent / "run").exists()
+
+
+# ---------------------------------------------------------------------------------- trust: the command line only
+
+
+def _interrupted_run(cli: CLI, out: Path) -> Path:
+    """A run directory as an interrupt leaves it: a saved student, an ``interrupted`` summary, half its budget."""
+    assert cli("run", "--steps", str(2 * SEGMENT), "--eval-episodes", "1", "--out", out, "-q").code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    summary.update(status="interrupted", env_steps=SEGMENT)
+    (out / "summary.json").write_text(json.dumps(summary))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    kept = [row for row in rows if row["env_steps"] <= SEGMENT]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in kept))
+    config = json.loads((out / "config.json").read_text())
+    config["steps"] = 4 * SEGMENT
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def test_config_json_never_stores_out_force_or_trust(cli: CLI, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert cli("run", *TINY, "--out", out, "--force", "--trust-checkpoint").code == 0
+    stored = json.loads((out / "config.json").read_text())
+    assert stored.get("out") is None and "force" not in stored and "trust_checkpoint" not in stored
+
+
+@pytest.mark.parametrize("route", ["run-config", "sweep-config", "resume"])
+def test_trust_never_comes_from_a_file(cli: CLI, tmp_path: Path, evil_teacher: Path, marker: Path, route: str) -> None:
+    evil = {"teacher": str(evil_teacher), "trust_checkpoint": True, "force": True, "steps": SEGMENT}
+    if route == "run-config":
+        (tmp_path / "x.json").write_text(json.dumps(evil))
+        result = cli("run", "--config", tmp_path / "x.json", "--out", tmp_path / "run")
+    elif route == "sweep-config":
+        (tmp_path / "x.json").write_text(json.dumps(evil))
+        result = cli(
+            "sweep", "--methods", "bc", "--seeds", "0", "--config", tmp_path / "x.json", "--out", tmp_path / "s"
+        )
+    else:
+        run = _interrupted_run(cli, tmp_path / "run")
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**config, **evil, "steps": 4 * SEGMENT}))
+        result = cli("run", "--resume", run)
+    one_line(result, "pass --trust-checkpoint if you trust its source")
+    assert not marker.exists()
+    # The payload is real: typed on the command line, the flag does unpickle it.
+    trusted = cli("run", "--teacher", evil_teacher, *TINY, "--out", tmp_path / "trusted", "--trust-checkpoint")
+    assert trusted.code != 0 and marker.exists()
+
+
+# ---------------------------------------------------------------------------------- 4. tiny inputs, huge cost
+
+
+def _timed(cli: CLI, *args: str | Path) -> tuple[Result, float]:
+    started = time.perf_counter()
+    result = cli(*args)
+    return result, time.perf_counter() - started
+
+
+BILLION_LAUGHS = textwrap.dedent(
+    """\
+    a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+    b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+    c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+    d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+    e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+    f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+    g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+    env_kwargs: [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+    """
+)
+
+
+# ---------------------------------------------------------------------------------- 5. interrupts
+
+
+def _start(*args: str | Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([str(EXE), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_rows(out: Path, process: subprocess.Popen[str], rows: int = 1, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        metrics = out / "metrics.jsonl"
+        if metrics.exists() and metrics.read_text().count('"kind": "train"') >= rows:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the run did not start training")
+
+
+# ---------------------------------------------------------------------------------- 8. a crash after training
+
+
+def _teacher_with(teacher_zip: Path, target: Path, change: Any) -> Path:
+    model = PPO.load(teacher_zip, device="cpu")
+    with torch.no_grad():
+        change(model.policy)
+    model.save(target)
+    return target
+
+
+def _ppid(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _report_dir(root: Path, name: str, summary: dict[str, Any]) -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    base = {"status": "finished", "method": "bc", "env_id": "CartPole-v1", "student_net": [32, 32], "seed": 0}
+    (run / "summary.json").write_text(json.dumps({**base, **summary}))
+    (run / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "env_steps": 1e308, "student_return": 1e308}) + "\n")
+    return run
