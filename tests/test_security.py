@@ -14,6 +14,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -283,6 +284,33 @@ def _wait_for_rows(out: Path, process: subprocess.Popen[str], rows: int = 1, tim
             return
         time.sleep(0.05)
     raise AssertionError("the run did not start training")
+
+
+def test_ctrl_c_while_the_cli_loads_is_one_line() -> None:
+    """A Ctrl-C while ``distillcli.cli`` imports its modules (the first second) is one line, exit 130."""
+    code = textwrap.dedent(
+        """\
+        import builtins, os, signal
+        real = builtins.__import__
+        def hooked(name, *args, **kwargs):
+            if name == "typer":
+                os.kill(os.getpid(), signal.SIGINT)
+            return real(name, *args, **kwargs)
+        builtins.__import__ = hooked
+        from distillcli.cli import main
+        main()
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code, "methods"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 130 and result.stderr == "error: interrupted\n", result
+
+
+def test_ctrl_c_during_eval(tmp_path: Path, teacher_zip: Path) -> None:
+    process = _start("eval", teacher_zip, "--episodes", "100000")
+    time.sleep(4)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and stdout == "" and stderr == "error: interrupted\n", stderr
 
 
 # ---------------------------------------------------------------------------------- 8. a crash after training
