@@ -29,7 +29,7 @@ from stable_baselines3 import PPO
 
 from distillcli.config import RunConfig
 from tests.conftest import CLI, Result
-from tests.test_bad_input import _rezip
+from tests.test_bad_input import _central_directory_entry, _rezip
 from tests.test_zoo import _dump, make_zoo_folder
 
 EXE = Path(sys.executable).with_name("distill")
@@ -255,6 +255,47 @@ def _timed(cli: CLI, *args: str | Path) -> tuple[Result, float]:
     return result, time.perf_counter() - started
 
 
+def test_zip_bomb_data_member_is_refused_at_once(cli: CLI, tmp_path: Path, teacher_zip: Path) -> None:
+    bomb = tmp_path / "ppo-CartPole-v1.zip"
+    with zipfile.ZipFile(teacher_zip) as old, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as new:
+        for name in old.namelist():
+            new.writestr(name, b" " * (64 << 20) if name == "data" else old.read(name))
+    assert bomb.stat().st_size < 1 << 20
+    result, seconds = _timed(cli, "run", "--teacher", bomb, *TINY, "--out", tmp_path / "run")
+    one_line(result, "'data' member is 67,108,864 bytes, over the")
+    assert seconds < 10
+
+
+def test_zip_member_that_lies_about_its_size(cli: CLI, tmp_path: Path, teacher_zip: Path) -> None:
+    """The directory says 10 bytes; the data inflates to 64 MB: the read stops where the directory said."""
+    raw = io.BytesIO()
+    with zipfile.ZipFile(teacher_zip) as old, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as new:
+        for name in old.namelist():
+            new.writestr(name, b"[" * (64 << 20) if name == "data" else old.read(name))
+    data = bytearray(raw.getvalue())
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        local = archive.getinfo("data").header_offset
+    central = _central_directory_entry(bytes(data), "data")
+    data[local + 22 : local + 26] = data[central + 24 : central + 28] = (10).to_bytes(4, "little")
+    bomb = tmp_path / "ppo-CartPole-v1.zip"
+    bomb.write_bytes(bytes(data))
+    result, seconds = _timed(cli, "run", "--teacher", bomb, *TINY, "--out", tmp_path / "run")
+    one_line(result, "not a readable SB3 checkpoint")
+    assert seconds < 10
+
+
+def test_policy_weights_bomb_is_refused(cli: CLI, tmp_path: Path, teacher_zip: Path) -> None:
+    from distillcli.sb3.checkpoint import MAX_WEIGHTS_BYTES
+
+    bomb = tmp_path / "ppo-CartPole-v1.zip"
+    with zipfile.ZipFile(teacher_zip) as old, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as new:
+        for name in old.namelist():
+            new.writestr(name, bytes(MAX_WEIGHTS_BYTES + 1) if name == "policy.pth" else old.read(name))
+    result, seconds = _timed(cli, "run", "--teacher", bomb, *TINY, "--out", tmp_path / "run")
+    one_line(result, "'policy.pth' member is")
+    assert seconds < 10
+
+
 BILLION_LAUGHS = textwrap.dedent(
     """\
     a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
@@ -267,6 +308,42 @@ BILLION_LAUGHS = textwrap.dedent(
     env_kwargs: [*g,*g,*g,*g,*g,*g,*g,*g,*g]
     """
 )
+
+
+def test_plain_json_net_arch_too_large(cli: CLI, tmp_path: Path, teacher_zip: Path) -> None:
+    def change(data: dict[str, Any]) -> None:
+        data["policy_kwargs"] = {"net_arch": [20000, 20000]}
+
+    teacher = _with_data(teacher_zip, tmp_path / "ppo-CartPole-v1.zip", change)
+    one_line(cli("run", "--teacher", teacher, *TINY, "--out", tmp_path / "run"), "do not belong together")
+
+
+def test_allow_listed_classes_are_named_never_called(cli: CLI, tmp_path: Path, teacher_zip: Path) -> None:
+    """MultiheadAttention(200000, 1) would allocate 480 GB; an allow-listed class (ReLU) cannot be called either."""
+
+    def change(data: dict[str, Any]) -> None:
+        attention = _Builds(torch.nn.MultiheadAttention, 200_000, 1)
+        data["policy_kwargs"] = _payload({"activation_fn": _Builds(torch.nn.ReLU), "extra": attention})
+
+    teacher = _with_data(teacher_zip, tmp_path / "ppo-CartPole-v1.zip", change)
+    result, seconds = _timed(cli, "run", "--teacher", teacher, *TINY, "--out", tmp_path / "run")
+    one_line(result, "--trust-checkpoint")
+    assert seconds < 20
+
+
+def test_policy_kwargs_shared_list_bomb(cli: CLI, tmp_path: Path, teacher_zip: Path) -> None:
+    """Each level holds the one below twice: 2**60 values to walk, in a pickle of a few hundred bytes."""
+    level: list[Any] = [64]
+    for _ in range(60):
+        level = [level, level]
+
+    def change(data: dict[str, Any]) -> None:
+        data["policy_kwargs"] = _payload({"net_arch": level})
+
+    teacher = _with_data(teacher_zip, tmp_path / "ppo-CartPole-v1.zip", change)
+    result, seconds = _timed(cli, "run", "--teacher", teacher, *TINY, "--out", tmp_path / "run")
+    one_line(result)
+    assert seconds < 20
 
 
 # ---------------------------------------------------------------------------------- 5. interrupts
@@ -339,6 +416,17 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+# ---------------------------------------------------------------------------------- low: each one line
+
+
+def test_plain_json_squash_output(cli: CLI, tmp_path: Path, teacher_zip: Path) -> None:
+    def change(data: dict[str, Any]) -> None:
+        data["policy_kwargs"] = {"squash_output": True}
+
+    teacher = _with_data(teacher_zip, tmp_path / "ppo-CartPole-v1.zip", change)
+    one_line(cli("run", "--teacher", teacher, *TINY, "--out", tmp_path / "run"))
+
+
 def _report_dir(root: Path, name: str, summary: dict[str, Any]) -> Path:
     run = root / name
     run.mkdir(parents=True)
@@ -346,3 +434,32 @@ def _report_dir(root: Path, name: str, summary: dict[str, Any]) -> Path:
     (run / "summary.json").write_text(json.dumps({**base, **summary}))
     (run / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "env_steps": 1e308, "student_return": 1e308}) + "\n")
     return run
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ("crc", "not a valid zip"),
+        ("data-not-json", "'data' member is not JSON"),
+        ("data-deep", "'data' member is not JSON"),
+        ("weights-garbage", "its weights cannot be loaded safely"),
+    ],
+)
+def test_zip_json_and_weight_errors_say_which(
+    cli: CLI, tmp_path: Path, teacher_zip: Path, change: str, says: str
+) -> None:
+    teacher = tmp_path / "ppo-CartPole-v1.zip"
+    if change == "crc":
+        raw = bytearray(teacher_zip.read_bytes())
+        with zipfile.ZipFile(teacher_zip) as archive:
+            info = archive.getinfo("data")
+        start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+        raw[start + 5] ^= 0xFF
+        teacher.write_bytes(bytes(raw))
+    elif change == "data-not-json":
+        _rezip(teacher_zip, teacher, {"data": b"{'python': 'literal'}"})
+    elif change == "data-deep":
+        _rezip(teacher_zip, teacher, {"data": b"[" * 100_000 + b"]" * 100_000})
+    else:
+        _rezip(teacher_zip, teacher, {"policy.pth": b"PK\x03\x04 not a torch archive"})
+    one_line(cli("run", "--teacher", teacher, *TINY, "--out", tmp_path / "run"), says)
