@@ -246,6 +246,104 @@ def test_trust_never_comes_from_a_file(cli: CLI, tmp_path: Path, evil_teacher: P
     assert trusted.code != 0 and marker.exists()
 
 
+# ---------------------------------------------------------------------------------- 1. gym_packages
+
+
+@pytest.mark.parametrize(
+    ("package", "says"),
+    [
+        ("this", "not a known env package"),  # printed the Zen of Python on stdout, breaking --json
+        ("antigravity", "not a known env package"),  # opened a browser
+        ("os", "not a known env package"),
+        ("venv.__main__", "a program or a private module"),  # created virtualenvs
+        ("lib2to3.__main__", "a program or a private module"),
+        ("typer.__main__", "a program or a private module"),
+        ("tkinter.__main__", "a program or a private module"),
+        ("_thread", "a program or a private module"),
+        ("no_such_pkg", "No module named 'no_such_pkg'"),
+        ("os;rm", "is not a module name"),
+    ],
+)
+def test_gym_packages_import_only_env_registries(cli: CLI, folder: Path, package: str, says: str) -> None:
+    _zoo_yaml(folder, "args.yml", gym_packages=[package])
+    before = set(sys.modules)
+    result = cli("run", "--teacher", folder, *TINY, "--out", folder.parent / "run")
+    one_line(result, says)
+    assert "--trust-checkpoint" in result.stderr or "program" in says or "module" in says
+    assert package not in set(sys.modules) - before
+    assert not (folder.parent / "run").exists()
+
+
+def test_gym_packages_known_registry_imports_without_trust(cli: CLI, folder: Path) -> None:
+    _zoo_yaml(folder, "args.yml", gym_packages=["gymnasium"])
+    result = cli("run", "--teacher", folder, *TINY, "--out", folder.parent / "run")
+    assert result.code == 0, result.stderr
+
+
+def test_trusted_gym_package_cannot_write_to_stdout(folder: Path, tmp_path: Path) -> None:
+    """With --trust-checkpoint the module is the user's call; still, stdout stays the one JSON document."""
+    (tmp_path / "noisy_envs.py").write_text(
+        "import os, sys\nprint('hello from noisy_envs')\nos.write(1, b'raw bytes on fd 1\\n')\nsys.stdout.flush()\n"
+    )
+    _zoo_yaml(folder, "args.yml", gym_packages=["noisy_envs"])
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "DISTILL_SMOKE": "1"}
+    refused = distill("eval", folder, "--json", env=env)
+    assert refused.returncode == 2 and "--trust-checkpoint" in refused.stderr and refused.stdout == ""
+    trusted = distill("eval", folder, "--json", "--trust-checkpoint", env=env)
+    assert trusted.returncode == 0, trusted.stderr
+    assert json.loads(trusted.stdout)["env_id"] == "Pendulum-v1"
+    assert "hello from noisy_envs" in trusted.stderr and "raw bytes on fd 1" in trusted.stderr
+
+
+def test_env_id_cannot_import_a_module(cli: CLI, folder: Path) -> None:
+    """gymnasium reads ``module:EnvId`` as "import module first": an id from a file never gets that far."""
+    _zoo_yaml(folder, "args.yml", env="this:Pendulum-v1")
+    before = set(sys.modules)
+    result = cli("run", "--teacher", folder, *TINY, "--out", folder.parent / "run")
+    one_line(result, "this:Pendulum-v1")
+    assert "this" not in set(sys.modules) - before
+
+
+# ---------------------------------------------------------------------------------- 3. wrapper arguments
+
+
+@pytest.mark.parametrize(
+    ("key", "wrapper", "says"),
+    [
+        ("vec_env_wrapper", {"stable_baselines3.common.vec_env.VecMonitor": {"filename": "{victim}"}}, "filename"),
+        ("env_wrapper", {"gymnasium.wrappers.RecordVideo": {"video_folder": "{victim_dir}"}}, "writes files"),
+        ("env_wrapper", {"gymnasium.wrappers.TransformObservation": {"func": "lambda x: x"}}, "'func'"),
+        ("env_wrapper", {"gymnasium.wrappers.TimeLimit": {"max_episode_steps": 10**8}}, "up to 100000"),
+        ("env_wrapper", {"gymnasium.wrappers.TimeLimit": {"max_episode_steps": "/etc/passwd"}}, "not a number"),
+        ("env_wrapper", {"gymnasium.wrappers.HumanRendering": {}}, "opens windows"),
+    ],
+)
+def test_wrapper_kwargs_need_an_allow_list(
+    cli: CLI, folder: Path, tmp_path: Path, key: str, wrapper: dict[str, Any], says: str
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's data")
+    (tmp_path / "videos").mkdir()
+    text = json.dumps(wrapper).replace("{victim}", str(victim)).replace("{victim_dir}", str(tmp_path / "videos"))
+    _zoo_yaml(folder, "config.yml", **{key: [json.loads(text)]})
+    result = cli("run", "--teacher", folder, *TINY, "--out", tmp_path / "run")
+    one_line(result, says)
+    assert victim.read_text() == "the user's data" and not any((tmp_path / "videos").iterdir())
+    assert not (tmp_path / "run").exists()
+
+
+def test_env_json_of_a_run_directory_is_checked_the_same_way(cli: CLI, tmp_path: Path, folder: Path) -> None:
+    out = tmp_path / "run"
+    assert cli("run", "--teacher", folder, *TINY, "--out", out).code == 0
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's data")
+    described = json.loads((out / "env.json").read_text())
+    described["vec_env_wrapper"] = [{"stable_baselines3.common.vec_env.VecMonitor": {"filename": str(victim)}}]
+    (out / "env.json").write_text(json.dumps(described))
+    one_line(cli("eval", out / "student.zip", "--episodes", "1"), "filename")
+    assert victim.read_text() == "the user's data"
+
+
 # ---------------------------------------------------------------------------------- 4. tiny inputs, huge cost
 
 
@@ -310,6 +408,49 @@ BILLION_LAUGHS = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        pytest.param(BILLION_LAUGHS, "expands to more than", id="alias-bomb"),
+        pytest.param("a: &a [1]\n" + "".join(f"k{i}: *a\n" for i in range(100)), "aliases", id="many-aliases"),
+        pytest.param("a: &a [*a]\n", "contains itself", id="recursive-alias"),
+        pytest.param("env_kwargs: " + "[" * 20_000 + "]" * 20_000 + "\n", "nests deeper", id="deep-nesting"),
+        pytest.param("? [1, 2]\n: unhashable\n", "is not", id="unhashable-key"),
+        pytest.param(
+            "env_kwargs: !!python/object/apply:collections.OrderedDict [[[[1, 2], 3]]]\n", "is not", id="odd-pairs"
+        ),
+        pytest.param("normalize: '" + "x" * 500_000 + "'\n", "normalize 'xxx", id="long-value"),
+        pytest.param("x: " + "y" * (2 << 20) + "\n", "is over 1,048,576 bytes", id="huge-file"),
+        pytest.param(b"\xff\xfe\x00binary", "not UTF-8", id="binary"),
+    ],
+)
+def test_yaml_is_bounded_before_it_is_built(cli: CLI, folder: Path, text: str | bytes, says: str) -> None:
+    path = folder / "Pendulum-v1" / "config.yml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    result, seconds = _timed(cli, "run", "--teacher", folder, *TINY, "--out", folder.parent / "run")
+    one_line(result, says)
+    assert seconds < 20
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "directory"])
+@pytest.mark.parametrize("name", ["config.yml", "vecnormalize.pkl"])
+def test_folder_files_that_are_not_regular_files(cli: CLI, folder: Path, kind: str, name: str) -> None:
+    path = folder / "Pendulum-v1" / name
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    else:
+        path.mkdir()
+    result, seconds = _timed(cli, "run", "--teacher", folder, *TINY, "--out", folder.parent / "run")
+    if result.code == 0:  # a config.yml that is not a file is no config.yml: the statistics are still used
+        assert name == "config.yml"
+    else:
+        one_line(result)
+    assert seconds < 20
+
+
 def test_plain_json_net_arch_too_large(cli: CLI, tmp_path: Path, teacher_zip: Path) -> None:
     def change(data: dict[str, Any]) -> None:
         data["policy_kwargs"] = {"net_arch": [20000, 20000]}
@@ -344,6 +485,25 @@ def test_policy_kwargs_shared_list_bomb(cli: CLI, tmp_path: Path, teacher_zip: P
     result, seconds = _timed(cli, "run", "--teacher", teacher, *TINY, "--out", tmp_path / "run")
     one_line(result)
     assert seconds < 20
+
+
+@pytest.mark.parametrize(
+    ("env_kwargs", "says"),
+    [
+        ({"max_episode_steps": 100_000_000}, "over the 100,000 distill allows"),
+        ({"render_mode": "human"}, "distill never renders"),
+        ({"max_episode_steps": True}, "positive integer"),
+        ({"xml_file": "/etc/passwd"}, "looks like a path"),
+    ],
+)
+def test_env_kwargs_are_bounded(cli: CLI, folder: Path, env_kwargs: dict[str, Any], says: str) -> None:
+    _zoo_yaml(folder, "args.yml", env_kwargs=env_kwargs)
+    one_line(cli("run", "--teacher", folder, *TINY, "--out", folder.parent / "run"), says)
+
+
+def test_frame_stack_is_capped(cli: CLI, folder: Path) -> None:
+    _zoo_yaml(folder, "config.yml", frame_stack=10**9)
+    one_line(cli("run", "--teacher", folder, *TINY, "--out", folder.parent / "run"), "over the 64 frames")
 
 
 # ---------------------------------------------------------------------------------- 5. interrupts
