@@ -15,6 +15,7 @@ from typing import Any
 
 
 def _interrupted_while_loading(signum: int, frame: object) -> None:
+    """End the command now, in one line (nothing is held that needs saving or putting back)."""
     os.write(2, b"error: interrupted\n")
     os._exit(128 + signum)
 
@@ -51,7 +52,7 @@ from typer.exceptions import Abort, TyperException  # noqa: E402
 
 from distillcli import __version__  # noqa: E402
 from distillcli.config import RunConfig, field_type  # noqa: E402
-from distillcli.errors import DistillError, short  # noqa: E402
+from distillcli.errors import DistillError, Stop, short  # noqa: E402
 from distillcli.metrics import jsonable  # noqa: E402
 
 app = typer.Typer(
@@ -532,20 +533,12 @@ def _show_comparison(records: list[Any], document: dict[str, Any], json_out: boo
     out.print("wrote " + ", ".join(files.values()), soft_wrap=True, highlight=False, markup=False)
 
 
-# SIGTERM (a scheduler, `kill`) and SIGHUP (a closed terminal or a dropped SSH session) stop a command the way
-# Ctrl-C does: a run saves its student, and nothing ends in exit 0 or in a traceback.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-class _Stopped:
-    """The stop signal that arrived last (exit code 128 + its number, as a shell reports a signal)."""
-
-    signal = signal.SIGINT
-
-
-def _stop(signum: int, frame: object) -> None:
-    _Stopped.signal = signal.Signals(signum)
-    raise KeyboardInterrupt
+# SIGTERM (a scheduler, `kill`) and SIGHUP (a closed terminal, a dropped SSH session) stop a command the way Ctrl-C
+# does. Outside a run directory there is nothing to save or put back, so the command ends at once with one line:
+# an exception raised at an arbitrary point (inside an import of torch's C++ extensions, say) can abort the process.
+# A run directory, while it is held, turns them into KeyboardInterrupt (rundir.RunDir), so its run can save its
+# student or put the directory back, and then ends here as one line too.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextmanager
@@ -553,8 +546,12 @@ def _stop_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _Stopped.signal = signal.SIGINT
-    previous = {sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
+    Stop.signum = signal.SIGINT
+    previous = {
+        sig: signal.signal(sig, _interrupted_while_loading)
+        for sig in STOP_SIGNALS
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
     try:
         yield
     finally:
@@ -577,13 +574,13 @@ def main() -> None:
             code = result if isinstance(result, int) else 0  # Typer returns 130 for a Ctrl-C it caught itself
             if code == 130:
                 _error("interrupted")
-                code = 128 + _Stopped.signal
+                code = 128 + Stop.signum
         except DistillError as error:
             _error(str(error))
             code = 2
         except (Abort, KeyboardInterrupt):
             _error("interrupted")
-            code = 128 + _Stopped.signal
+            code = 128 + Stop.signum
         except TyperException as error:
             message = error.format_message()
             if message:  # `distill` alone shows the help and has nothing to add

@@ -9,10 +9,13 @@ nothing on stdout, and no file written outside the run directory (a marker file 
 from __future__ import annotations
 
 import base64
+import errno
+import fcntl
 import io
 import json
 import os
 import pickle
+import random
 import shutil
 import signal
 import subprocess
@@ -28,6 +31,7 @@ import torch
 from stable_baselines3 import PPO
 
 from distillcli.config import RunConfig
+from distillcli.errors import DistillError
 from tests.conftest import CLI, Result
 from tests.test_bad_input import _central_directory_entry, _rezip
 from tests.test_zoo import _dump, make_zoo_folder
@@ -523,6 +527,29 @@ def _wait_for_rows(out: Path, process: subprocess.Popen[str], rows: int = 1, tim
     raise AssertionError("the run did not start training")
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["INT", "TERM", "HUP"])
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.5])
+def test_an_interrupt_at_any_moment_is_one_line_and_never_exit_0(
+    tmp_path: Path, sig: signal.Signals, delay: float
+) -> None:
+    """Import time, setup, the evaluations before training: one line, exit 128 + the signal, and the run directory
+    is either absent (nothing was saved) or an interrupted run that --resume continues. (The interpreter's own
+    start, the first ~50 ms before any line of distill runs, is out of reach.)"""
+    out = tmp_path / "run"
+    process = _start("run", "--out", out, "--steps", str(100 * SEGMENT), "-q")
+    time.sleep(delay)
+    assert process.poll() is None
+    process.send_signal(sig)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0 and stdout == "", (process.returncode, stderr)
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("error: interrupted"), stderr
+    if out.exists():
+        assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
+    else:
+        assert process.returncode == 128 + sig
+
+
 def test_ctrl_c_while_the_cli_loads_is_one_line() -> None:
     """A Ctrl-C while ``distillcli.cli`` imports its modules (the first second) is one line, exit 130."""
     code = textwrap.dedent(
@@ -550,6 +577,184 @@ def test_ctrl_c_during_eval(tmp_path: Path, teacher_zip: Path) -> None:
     assert process.returncode == 130 and stdout == "" and stderr == "error: interrupted\n", stderr
 
 
+def test_ctrl_c_during_the_final_save_waits_for_the_summary(
+    cli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distillcli.sb3.student import Student
+
+    real = Student.save
+
+    def save_and_interrupt(self: Student, path: Path, env_steps: int) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while the student is being written
+        real(self, path, env_steps)
+
+    monkeypatch.setattr(Student, "save", save_and_interrupt)
+    out = tmp_path / "run"
+    result = cli("run", *TINY, "--out", out)
+    one_line(result, "interrupted", code=130)
+    assert json.loads((out / "summary.json").read_text())["status"] == "finished"
+    PPO.load(out / "student.zip", device="cpu")
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["new", "force"])
+def test_an_interrupt_before_training_leaves_the_directory_as_it_was(
+    cli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, force: bool
+) -> None:
+    """After the directory is claimed, before the first update (the teacher's evaluation): a new run leaves
+    nothing (a rerun is not refused as "not empty"); a --force rerun gives back the run it was replacing."""
+    from distillcli.run.pipeline import Evaluator
+
+    out = tmp_path / "run"
+    if force:
+        assert cli("run", *TINY, "--out", out).code == 0
+    before = snapshot(tmp_path)
+
+    def interrupted(self: Evaluator) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Evaluator, "teacher", interrupted)
+    one_line(cli("run", *TINY, "--out", out, *(["--force"] * force)), "interrupted", code=130)
+    assert snapshot(tmp_path) == before
+    monkeypatch.undo()
+    assert cli("run", *TINY, "--out", out, *(["--force"] * force)).code == 0
+
+
+def test_sighup_during_training_saves_the_student(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    process = _start("run", "--out", out, "--steps", str(100 * SEGMENT), "-q", "--eval-episodes", "2")
+    _wait_for_rows(out, process)
+    process.send_signal(signal.SIGHUP)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0 and "--resume" in stderr and "Traceback" not in stderr
+    assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
+    PPO.load(out / "student.zip", device="cpu")
+
+
+def test_random_chains_of_interrupts_and_resumes_lose_and_repeat_no_row(tmp_path: Path) -> None:
+    out, budget = tmp_path / "run", 12 * SEGMENT
+    rng = random.Random(17)
+    process = _start("run", "--out", out, "--steps", str(budget), "-q", "--eval-episodes", "1", "--eval-every", "4096")
+    for _ in range(3):
+        _wait_for_rows(out, process, rows=1)
+        time.sleep(rng.uniform(0.0, 0.5))
+        process.send_signal(rng.choice([signal.SIGINT, signal.SIGTERM, signal.SIGHUP]))
+        _, stderr = process.communicate(timeout=60)
+        assert "Traceback" not in stderr, stderr
+        if process.returncode == 0:
+            break
+        process = _start("run", "--resume", out, "-q")
+    else:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [row["env_steps"] for row in rows if row["kind"] == "train"]
+    assert steps == [SEGMENT * (i + 1) for i in range(budget // SEGMENT)]
+    assert json.loads((out / "summary.json").read_text())["status"] == "finished"
+
+
+# ---------------------------------------------------------------------------------- 6. --force
+
+
+def test_force_refuses_a_directory_that_holds_no_run(cli: CLI, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "README.md").write_text("my project")
+    (project / "src" / "main.py").write_text("print('hi')")
+    before = snapshot(project)
+    one_line(cli("run", *TINY, "--out", project, "--force"), "holds none")
+    assert snapshot(project) == before
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["user-tensorboard", "symlinked-tensorboard", "foreign-summary", "foreign-config", "symlinked-metrics", "fifo"],
+)
+def test_force_never_touches_a_file_distill_did_not_write(cli: CLI, tmp_path: Path, damage: str) -> None:
+    out, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    assert cli("run", *TINY, "--out", out).code == 0
+    elsewhere.mkdir()
+    (elsewhere / "events.out.tfevents.1").write_text("the user's own")
+    (elsewhere / "notes.txt").write_text("keep me")
+    if damage == "user-tensorboard":
+        (out / "tensorboard").mkdir()
+        (out / "tensorboard" / "my-experiment").mkdir()
+        (out / "tensorboard" / "my-experiment" / "events.out.tfevents.2").write_text("mine")
+    elif damage == "symlinked-tensorboard":
+        (out / "tensorboard").symlink_to(elsewhere)
+    elif damage == "foreign-summary":
+        (out / "summary.json").write_text(json.dumps({"project": "mine", "accuracy": 0.9}))
+    elif damage == "foreign-config":
+        (out / "config.json").write_text(json.dumps({"database": "prod"}))
+    elif damage == "symlinked-metrics":
+        (out / "metrics.jsonl").unlink()
+        (out / "metrics.jsonl").symlink_to(elsewhere / "notes.txt")
+    else:
+        (out / "metrics.jsonl").unlink()
+        os.mkfifo(out / "metrics.jsonl")
+    before = snapshot(tmp_path)
+    one_line(cli("run", *TINY, "--out", out, "--force"), "was not written by distill")
+    assert snapshot(tmp_path) == before
+
+
+def test_force_rerun_that_fails_after_claiming_keeps_the_finished_run(
+    cli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distillcli.run.pipeline import Evaluator
+
+    out = tmp_path / "run"
+    assert cli("run", *TINY, "--out", out, "--tensorboard").code == 0
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+
+    def fails(self: Evaluator) -> None:
+        raise DistillError("the teacher's evaluation failed")
+
+    monkeypatch.setattr(Evaluator, "teacher", fails)
+    one_line(cli("run", *TINY, "--out", out, "--force", "--tensorboard"), "evaluation failed")
+    assert snapshot(tmp_path) == before
+    monkeypatch.undo()
+    assert cli("run", *TINY, "--out", out, "--force").code == 0
+    assert (out / "notes.txt").read_text() == "mine"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the earlier outputs are gone once saved
+    assert not (out / "tensorboard").exists()  # the earlier run's, replaced by a run without TensorBoard
+
+
+# ---------------------------------------------------------------------------------- 7. --resume that fails
+
+
+def test_failed_resume_is_one_line_and_leaves_the_run_resumable(cli: CLI, tmp_path: Path) -> None:
+    run = _interrupted_run(cli, tmp_path / "run")
+    before = snapshot(run)
+    one_line(cli("run", "--resume", run, "--student-net", "64,64"), "has shape (32, 4), this run's (64, 4)")
+    assert snapshot(run) == before
+    resumed = cli("run", "--resume", run, "--json")
+    assert resumed.code == 0, resumed.stderr
+    assert resumed.json()["env_steps"] == 4 * SEGMENT
+
+
+@pytest.mark.parametrize("tamper", ["garbage", "nan", "wrong-shape"])
+def test_tampered_optimizer_state_on_resume(cli: CLI, tmp_path: Path, tamper: str) -> None:
+    run = _interrupted_run(cli, tmp_path / "run")
+    with zipfile.ZipFile(run / "student.zip") as archive:
+        state = torch.load(io.BytesIO(archive.read("policy.optimizer.pth")), weights_only=True)
+    if tamper == "garbage":
+        raw = b"not an optimiser state"
+    else:
+        for per_parameter in state["state"].values():
+            if tamper == "nan":
+                per_parameter["exp_avg"].fill_(float("nan"))
+            else:
+                per_parameter["exp_avg"] = torch.zeros(3, 3)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        raw = buffer.getvalue()
+    original = (run / "student.zip").read_bytes()
+    _rezip(run / "student.zip", tmp_path / "tampered.zip", {"policy.optimizer.pth": raw})
+    shutil.move(tmp_path / "tampered.zip", run / "student.zip")
+    one_line(cli("run", "--resume", run), "optimiser state")
+    assert (run / "student.zip").read_bytes() != original  # left as the user made it, not repaired behind them
+
+
 # ---------------------------------------------------------------------------------- 8. a crash after training
 
 
@@ -559,6 +764,142 @@ def _teacher_with(teacher_zip: Path, target: Path, change: Any) -> Path:
         change(model.policy)
     model.save(target)
     return target
+
+
+def test_teacher_with_huge_weights_is_refused_at_setup(cli: CLI, tmp_path: Path, teacher_zip: Path) -> None:
+    """Finite weights (3e38) whose outputs are not: the weight check passes them, the probe batch does not."""
+
+    def change(policy: Any) -> None:
+        for parameter in policy.mlp_extractor.policy_net.parameters():
+            parameter.fill_(3e38)
+        policy.action_net.weight.fill_(3e38)
+
+    teacher = _teacher_with(teacher_zip, tmp_path / "ppo-CartPole-v1.zip", change)
+    one_line(cli("run", "--teacher", teacher, *TINY, "--out", tmp_path / "run"), "not finite numbers")
+    assert not (tmp_path / "run").exists()
+
+
+def test_gaussian_teacher_with_vanishing_std(cli: CLI, folder: Path) -> None:
+    model = PPO.load(folder / "Pendulum-v1.zip", device="cpu")
+    with torch.no_grad():
+        model.policy.log_std.fill_(-200.0)
+    model.save(folder / "Pendulum-v1.zip")
+    one_line(cli("run", "--teacher", folder, *TINY, "--out", folder.parent / "run"), "(log_std) are not finite")
+    assert not (folder.parent / "run").exists()
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["new", "force"])
+def test_full_disk_at_save_is_one_line_and_loses_nothing_of_the_users(
+    cli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, force: bool
+) -> None:
+    from distillcli.sb3.student import Student
+
+    out = tmp_path / "run"
+    if force:
+        assert cli("run", *TINY, "--out", out).code == 0
+    before = snapshot(tmp_path)
+
+    def full(self: Student, path: Path, env_steps: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(Student, "save", full)
+    one_line(cli("run", *TINY, "--out", out, *(["--force"] * force)), "No space left on device")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_crash_in_training_still_saves_the_student(cli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from distillcli.run.pipeline import Training
+
+    real = Training.on_update
+
+    def crashes(self: Training, metrics: dict[str, float]) -> None:
+        real(self, metrics)
+        if self.steps >= 2 * SEGMENT:
+            raise ValueError("a bug after two updates")
+
+    monkeypatch.setattr(Training, "on_update", crashes)
+    out = tmp_path / "run"
+    result = cli("run", "--steps", str(4 * SEGMENT), "--eval-episodes", "1", "--out", out, "-q")
+    one_line(result, f"failed after {2 * SEGMENT} env steps (ValueError: a bug after two updates)")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["env_steps"] == 2 * SEGMENT
+    assert PPO.load(out / "student.zip", device="cpu").num_timesteps == 2 * SEGMENT
+
+
+# ---------------------------------------------------------------------------------- 9. concurrency
+
+
+def test_a_locked_run_directory_is_refused(cli: CLI, tmp_path: Path) -> None:
+    run = _interrupted_run(cli, tmp_path / "run")
+    before = snapshot(run)
+    fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another distill run holds it
+    try:
+        one_line(cli("run", "--resume", run), "in use by another distill run")
+        one_line(cli("run", *TINY, "--out", run, "--force"), "in use by another distill run")
+    finally:
+        os.close(fd)
+        (run / ".lock").unlink()
+    assert snapshot(run) == before
+    assert cli("run", "--resume", run).code == 0
+    assert not (run / ".lock").exists()
+
+
+def test_two_concurrent_resumes_repeat_no_row(cli: CLI, tmp_path: Path) -> None:
+    run = _interrupted_run(cli, tmp_path / "run")
+    first, second = _start("run", "--resume", run, "-q"), _start("run", "--resume", run, "-q")
+    results = [(p.wait(timeout=180), p.communicate()[1]) for p in (first, second)]
+    assert sorted(code for code, _ in results)[0] == 0, results
+    for code, stderr in results:
+        assert "Traceback" not in stderr
+        assert code == 0 or "in use by another distill run" in stderr or "changed while" in stderr, stderr
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [row["env_steps"] for row in rows if row["kind"] == "train"]
+    assert steps == sorted(set(steps)), steps
+
+
+def test_a_stale_resume_is_refused(cli: CLI, tmp_path: Path) -> None:
+    """A resume that read the run before another one finished it must not run it again."""
+    from distillcli.run import load_resume_state
+    from distillcli.run import run as run_distillation
+
+    run = _interrupted_run(cli, tmp_path / "run")
+    options, state = load_resume_state(run)
+    assert cli("run", "--resume", run).code == 0  # the other resume, done first
+    with pytest.raises(DistillError, match=r"already finished its budget|changed while"):
+        run_distillation(RunConfig(**{**options, "out": str(run)}), None, state)
+
+
+def test_partial_last_line_of_metrics_is_repaired_before_appending(cli: CLI, tmp_path: Path) -> None:
+    run = _interrupted_run(cli, tmp_path / "run")
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    kept = [row for row in rows if row["kind"] != "train" or row["env_steps"] <= SEGMENT]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in kept) + '{"kind": "tra')
+    assert cli("run", "--resume", run).code == 0
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    parsed = [json.loads(line) for line in lines]  # every line is whole
+    steps = [row["env_steps"] for row in parsed if row["kind"] == "train"]
+    assert steps == [SEGMENT * (i + 1) for i in range(4)]
+
+
+def test_orphaned_sweep_workers_stop_and_save(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    parent = _start("sweep", "--methods", "bc", "--seeds", "0", "--steps", str(400 * SEGMENT), "--jobs", "1",
+                    "--eval-every", "0", "--eval-episodes", "1", "--out", out, "-q")  # fmt: skip
+    _wait_for_rows(out / "bc-s0-32x32", parent, timeout=120)
+    workers = [
+        int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit() and _ppid(entry) == parent.pid
+    ]
+    assert workers
+    parent.kill()  # SIGKILL: the sweep cannot tell its workers anything
+    parent.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers)
+    summary = json.loads((out / "bc-s0-32x32" / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    PPO.load(out / "bc-s0-32x32" / "student.zip", device="cpu")
 
 
 def _ppid(proc: Path) -> int | None:
@@ -587,6 +928,18 @@ def test_plain_json_squash_output(cli: CLI, tmp_path: Path, teacher_zip: Path) -
     one_line(cli("run", "--teacher", teacher, *TINY, "--out", tmp_path / "run"))
 
 
+def test_config_and_metrics_that_are_fifos(cli: CLI, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "config.json")
+    result, seconds = _timed(cli, "run", "--config", tmp_path / "config.json", "--out", tmp_path / "run")
+    one_line(result, "not a regular file")
+    run = _interrupted_run(cli, tmp_path / "interrupted")
+    (run / "metrics.jsonl").unlink()
+    os.mkfifo(run / "metrics.jsonl")
+    result, seconds = _timed(cli, "run", "--resume", run)
+    one_line(result, "not a regular file")
+    assert seconds < 30
+
+
 def _report_dir(root: Path, name: str, summary: dict[str, Any]) -> Path:
     run = root / name
     run.mkdir(parents=True)
@@ -594,6 +947,17 @@ def _report_dir(root: Path, name: str, summary: dict[str, Any]) -> Path:
     (run / "summary.json").write_text(json.dumps({**base, **summary}))
     (run / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "env_steps": 1e308, "student_return": 1e308}) + "\n")
     return run
+
+
+def test_teacher_algo_is_never_text_from_the_file(cli: CLI, tmp_path: Path, teacher_zip: Path) -> None:
+    def change(data: dict[str, Any]) -> None:
+        data["algo"] = "\x1b[2JEVIL"
+        data.pop("clip_range")
+
+    teacher = _with_data(teacher_zip, tmp_path / "ppo-CartPole-v1.zip", change)
+    result = cli("run", "--teacher", teacher, *TINY, "--out", tmp_path / "run", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["teacher_algo"] in ("PPO", "A2C", "TRPO", "ActorCritic")
 
 
 @pytest.mark.parametrize(
@@ -623,3 +987,9 @@ def test_zip_json_and_weight_errors_say_which(
     else:
         _rezip(teacher_zip, teacher, {"policy.pth": b"PK\x03\x04 not a torch archive"})
     one_line(cli("run", "--teacher", teacher, *TINY, "--out", tmp_path / "run"), says)
+
+
+def test_wrapper_func_as_a_string_with_trust_is_one_line(cli: CLI, folder: Path) -> None:
+    _zoo_yaml(folder, "config.yml", env_wrapper=[{"gymnasium.wrappers.TransformReward": {"func": "abs"}}])
+    result = cli("run", "--teacher", folder, *TINY, "--out", folder.parent / "run", "--trust-checkpoint")
+    one_line(result, "fails when stepped (TypeError")
