@@ -928,6 +928,35 @@ def test_plain_json_squash_output(cli: CLI, tmp_path: Path, teacher_zip: Path) -
     one_line(cli("run", "--teacher", teacher, *TINY, "--out", tmp_path / "run"))
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("run", "--out", "x" * 5000), "file name too long"),
+        (("run", "--out", "a/" + "b" * 300), "file name too long"),
+        (("run", "--out", "bad\0name"), "NUL"),
+        (("run", "--teacher", "~nosuchuser/t.zip"), "no such user"),
+        (("run", "--teacher", "t\0.zip"), "NUL"),
+        (("run", "--config", "c\0.json"), "null byte"),
+        (("run", "--config", "/dev/zero"), "is not a regular file"),
+        (("run", "--config", "c" * 5000), "file name too long"),
+        (("run", "--resume", "r\0"), "null byte"),
+        (("run", "--resume", "r" * 5000), "file name too long"),
+        (("eval", "m" * 5000), "ile name too long"),
+        (("report", "d" * 5000), "file name too long"),
+        (("run", "--logprob-floor", "-1e308"), "--logprob-floor"),
+        (("run", "--threads", "100000"), "--threads must be at most 256"),
+        (("run", "--n-envs", "100000000"), "--n-envs must be at most"),
+        (("run", "--eval-episodes", "1000000000"), "--eval-episodes must be at most"),
+    ],
+)
+def test_bad_paths_and_numbers(
+    cli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple, says: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    one_line(cli(*args), says)
+    assert not any(tmp_path.iterdir())
+
+
 def test_config_and_metrics_that_are_fifos(cli: CLI, tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "config.json")
     result, seconds = _timed(cli, "run", "--config", tmp_path / "config.json", "--out", tmp_path / "run")
@@ -947,6 +976,30 @@ def _report_dir(root: Path, name: str, summary: dict[str, Any]) -> Path:
     (run / "summary.json").write_text(json.dumps({**base, **summary}))
     (run / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "env_steps": 1e308, "student_return": 1e308}) + "\n")
     return run
+
+
+def test_report_survives_huge_numbers_deep_trees_and_escape_sequences(cli: CLI, tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    huge = {"teacher_return": 1e308, "student_return": 1e308, "random_return": -1e308, "wall_seconds": 1e308}
+    _report_dir(root, "a", {**huge, "score": 1e308, "return_ratio": 1e308})
+    _report_dir(root, "b", {**huge, "score": -1e308, "seed": 1})
+    _report_dir(root, "c\x1b[2J\x1b]0;pwned\x07", {"method": "bc\x1b[31mred", "seed": 2})
+    deep = root
+    for _ in range(1100):
+        deep = deep / "d"
+        deep.mkdir()
+    (deep / "summary.json").write_text("{}")
+    try:
+        result = cli("report", root)
+        assert result.code == 0, result.stderr
+        assert "\x1b" not in result.stdout and "\x07" not in result.stdout and "Traceback" not in result.stderr
+        as_json = cli("report", root, "--json")
+        assert as_json.code == 0 and len(as_json.json()["runs"]) == 3
+    finally:  # deepest first: pytest's own clean-up recurses and would not get through 1,100 levels
+        (deep / "summary.json").unlink()
+        while deep != root:
+            deep.rmdir()
+            deep = deep.parent
 
 
 def test_teacher_algo_is_never_text_from_the_file(cli: CLI, tmp_path: Path, teacher_zip: Path) -> None:
