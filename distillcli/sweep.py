@@ -114,7 +114,7 @@ class Plan:
 
 def plan(options: SweepOptions) -> Plan:
     """Check everything shared by the runs, once, and list the runs still to do."""
-    from distillcli.run.pipeline import check_teacher_outputs, parse_schedule, task_budget
+    from distillcli.run.pipeline import check_sizes, check_teacher_outputs, parse_schedule, task_budget
     from distillcli.run.setup import check_action_masks, prepare_run, require_teacher_value
     from distillcli.sb3.student import resolve_net
 
@@ -140,7 +140,10 @@ def plan(options: SweepOptions) -> Plan:
     # to the same student in the worker.
     specs = options.nets or [NetSpec.parse(base.student_net)]
     teacher = setup.teacher
-    nets = [str(resolve_net(spec, teacher.hidden_widths, teacher.policy, setup.observation_space)) for spec in specs]
+    resolved = [resolve_net(spec, teacher.hidden_widths, teacher.policy, setup.observation_space) for spec in specs]
+    for student in resolved:
+        check_sizes(base, student, setup.observation_space)
+    nets = [str(student) for student in resolved]
     nets = _distinct("--student-nets", nets)  # auto may equal an explicit size
     out = options.out or Path("runs") / f"sweep-{setup.env_id.replace('/', '-')}"
     if out.exists() and not out.is_dir():

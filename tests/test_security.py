@@ -491,6 +491,28 @@ def test_policy_kwargs_shared_list_bomb(cli: CLI, tmp_path: Path, teacher_zip: P
     assert seconds < 20
 
 
+@pytest.mark.parametrize("route", ["option", "config"])
+def test_student_far_beyond_a_deployment_network(cli: CLI, tmp_path: Path, route: str) -> None:
+    """Four 16384-wide layers ran for minutes at 10 GB before; typed or from a config file, refused at once."""
+    net = "16384,16384,16384,16384"
+    if route == "option":
+        result, seconds = _timed(cli, "run", *TINY, "--out", tmp_path / "run", "--student-net", net)
+    else:
+        (tmp_path / "x.json").write_text(json.dumps({"student_net": net}))
+        result, seconds = _timed(cli, "run", *TINY, "--out", tmp_path / "run", "--config", tmp_path / "x.json")
+    one_line(result, "weights for these observations, over the 33,554,432 a student may have")
+    assert seconds < 20 and not (tmp_path / "run").exists()
+
+
+def test_segment_too_large_for_memory(cli: CLI, tmp_path: Path) -> None:
+    """64 environments x 200 steps of 4 stacked Atari frames are 1.4 GB of observations per segment."""
+    from tests.test_atari import _pong_teacher
+
+    teacher = _pong_teacher(tmp_path / "ppo-ALE-Pong-v5.zip")
+    result = cli("run", "--teacher", teacher, *TINY, "--out", tmp_path / "run", "--n-envs", "64", "--n-steps", "200")
+    one_line(result, "take 1.3 GB per segment, over the 1 GB distill allows")
+
+
 @pytest.mark.parametrize(
     ("env_kwargs", "says"),
     [

@@ -7,6 +7,7 @@ is checked before the run directory is claimed, so a failed start leaves nothing
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import math
 import platform
 import time
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3.common.vec_env import VecEnv
@@ -200,6 +202,7 @@ def run(
     require_teacher_value(method, setup.teacher)
     check_teacher_outputs(setup, config.seed)
     net = resolve_net(config.student_net, setup.teacher.hidden_widths, setup.teacher.policy, setup.observation_space)
+    check_sizes(config, net, setup.observation_space)
     config = resolve(config, method, net, setup)
     settings = loop_settings(config, method)
     check_action_masks(setup, config.seed)
@@ -270,6 +273,34 @@ def _check_finite(setup: Setup, dist: ActionDist, value: torch.Tensor | None) ->
                 f"{short(setup.checkpoint.path)}: the teacher's outputs ({name}) are not finite numbers on its "
                 "environment's observations: its weights are broken"
             )
+
+
+MAX_STUDENT_WEIGHTS = 1 << 25  # 134 MB of weights; with gradients and Adam's moments about 0.6 GB
+MAX_SEGMENT_BYTES = 1 << 30  # a segment's observations, as float32
+
+
+def check_sizes(config: RunConfig, net: StudentNet, observation_space: gym.Space) -> None:
+    """Refuse, before anything is built, a student far beyond a deployment network (a --student-net of 16384-wide
+    layers, typed or from a config file, asked for 10 GB) and a segment whose observations alone would not fit in
+    memory (--n-envs x --n-steps of Atari frames)."""
+    shape = tuple(observation_space.shape or (gym.spaces.flatdim(observation_space),))
+    if net.features_dim is None:
+        widths = [math.prod(shape), *net.layers]
+    else:  # NatureCNN: its convolutions keep about 64 channels of an eighth of each side, then the features
+        height, width = sorted(shape)[-2:]
+        widths = [64 * max(1, height // 8) * max(1, width // 8), net.features_dim, *net.layers]
+    weights = sum(a * b for a, b in itertools.pairwise(widths))
+    if weights > MAX_STUDENT_WEIGHTS:
+        raise DistillError(
+            f"--student-net {net}: about {weights:,} weights for these observations, over the "
+            f"{MAX_STUDENT_WEIGHTS:,} a student may have"
+        )
+    segment = config.n_envs * config.n_steps * math.prod(shape) * 4
+    if segment > MAX_SEGMENT_BYTES:
+        raise DistillError(
+            f"--n-envs {config.n_envs} x --n-steps {config.n_steps} of these observations {shape} take "
+            f"{segment / 2**30:.1f} GB per segment, over the {MAX_SEGMENT_BYTES / 2**30:.0f} GB distill allows"
+        )
 
 
 @dataclass
