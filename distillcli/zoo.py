@@ -531,9 +531,13 @@ def read_vecnormalize(path: Path, trust: bool) -> Normalization:
             raise DistillError(f"{path}: {key} must be a number, got {short(repr(value), 40)}")
         return float(value)
 
+    try:  # an array of strings or objects unpickles as an ndarray too
+        mean, var = np.asarray(mean, dtype=np.float64), np.asarray(var, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DistillError(f"{path}: its observation statistics (obs_rms) are not arrays of numbers") from None
     normalization = Normalization(
-        mean=np.asarray(mean, dtype=np.float64),
-        var=np.asarray(var, dtype=np.float64),
+        mean=mean,
+        var=var,
         count=float(count),
         norm_obs=bool(norm_obs),
         clip_obs=number("clip_obs", 10.0),

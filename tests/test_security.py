@@ -455,6 +455,18 @@ def test_folder_files_that_are_not_regular_files(cli: CLI, folder: Path, kind: s
     assert seconds < 20
 
 
+def test_statistics_that_are_not_numbers(cli: CLI, folder: Path) -> None:
+    """An ndarray of strings passes the statistics unpickler (it builds arrays); it is not statistics."""
+    import numpy as np
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    saved = VecNormalize(make_vec_env("Pendulum-v1", 1))
+    saved.obs_rms.mean = np.array(["a", "b", "c"], dtype=object)
+    saved.save(str(folder / "Pendulum-v1" / "vecnormalize.pkl"))
+    one_line(cli("run", "--teacher", folder, *TINY, "--out", folder.parent / "run"), "not arrays of numbers")
+
+
 def test_plain_json_net_arch_too_large(cli: CLI, tmp_path: Path, teacher_zip: Path) -> None:
     def change(data: dict[str, Any]) -> None:
         data["policy_kwargs"] = {"net_arch": [20000, 20000]}
