@@ -237,7 +237,9 @@ def _show_summary(summary: dict[str, Any]) -> None:
 
 @app.command("eval")
 def eval_command(
-    model: Annotated[str, typer.Argument(help="student (or any SB3) .zip, or an rl-zoo run folder")],
+    model: Annotated[
+        str, typer.Argument(help="student (or any SB3) .zip, an rl-zoo run folder, or an exported .onnx / .pt")
+    ],
     teacher: Annotated[
         str | None,
         typer.Option("--teacher", "-t", help="compare with this teacher (.zip, rl-zoo folder or hf:ORG/REPO)"),
@@ -252,9 +254,23 @@ def eval_command(
     device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda")] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="evaluation seed")] = 0,
     trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help=TRUST_HELP)] = False,
+    latency: Annotated[
+        bool,
+        typer.Option(
+            "--latency",
+            help="latency table, 1 observation and a batch of 256, one thread: SB3 predict (teacher, student), "
+            "torch eager, TorchScript, onnxruntime (float, int8); needs the export extra",
+        ),
+    ] = False,
+    video: Annotated[
+        Path | None,
+        typer.Option("--video", help="record episodes to this .mp4 or .gif (with --teacher: side by side)"),
+    ] = None,
+    video_episodes: Annotated[int, typer.Option("--video-episodes", help="episodes in the --video")] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
-    """Evaluate a student: its return and score and, with --teacher, agreement, KL, size and latency against it."""
+    """Evaluate a student: its return and score and, with --teacher, agreement, KL, size and latency against it.
+    An exported .onnx / .pt is evaluated beside its student.zip."""
     from distillcli.config import smoke
     from distillcli.run import evaluate_model
 
@@ -269,6 +285,9 @@ def eval_command(
         trust_checkpoint,
         load_best=load_best,
         load_checkpoint=load_checkpoint,
+        latency=latency,
+        video=video,
+        video_episodes=video_episodes,
     )
     if json_out:
         _print_json(report)
@@ -277,8 +296,99 @@ def eval_command(
 
     table = Table(title=f"{Path(model).name} on {report['env_id']}", show_header=False)
     for key, value in report.items():
-        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+        if key not in ("latency", "video"):
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    out = _console()
+    out.print(table)
+    if "latency" in report:
+        _show_latency(report["latency"])
+    if "video" in report:
+        shown = report["video"]
+        out.print(
+            f"video: {shown['path']} ({shown['frames']} frames, {shown['width']}x{shown['height']})", markup=False
+        )
+
+
+def _show_latency(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title="latency, one CPU thread (median, microseconds)")
+    for column in ("runtime", "model", "1 obs", "batch of 256", "per obs in the batch"):
+        table.add_column(column, justify="left" if column in ("runtime", "model") else "right")
+    for row in rows:
+        cells = [row["single_us"], row["batch_us"], row["batch_per_observation_us"]]
+        table.add_row(row["runtime"], row["model"], *("-" if v is None else f"{v:,.1f}" for v in cells))
     _console().print(table)
+
+
+EXPORT_HELP = (
+    "Export the student as one graph (ONNX or TorchScript) from the raw env observation to the env action, checked "
+    "against SB3's predict on 1,000 env observations, evaluated and timed; writes the file (student.onnx), its "
+    "sidecar (student.json) and a README.md model card.\n\n"
+    "The graph holds the frozen VecNormalize statistics, the image transpose and /255, the network and the "
+    "deterministic action (argmax, or the Box mean clipped or squashed to the bounds); a MaskablePPO student takes "
+    "the action mask as a second input. Frame stacking stays outside: the graph takes the stacked observation.\n\n"
+    "Needs the export extra (onnx, onnxruntime; make install installs it). See docs/export.md."
+)
+
+
+@app.command("export", help=EXPORT_HELP)
+def export_command(
+    model: Annotated[
+        Path, typer.Argument(help="a run directory (its student.zip), a student .zip, or an rl-zoo run folder")
+    ],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx or torchscript")] = "onnx",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="the file (.onnx or .pt); default: beside the zip, student.onnx / student.pt"),
+    ] = None,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            "--quantize", help="int8: onnxruntime dynamic quantisation, refused if its score moves by more than 0.02"
+        ),
+    ] = None,
+    env: Annotated[str | None, typer.Option("--env", help="env id (default: from the run dir or zip)")] = None,
+    episodes: Annotated[int, typer.Option("--episodes", "-n", help="evaluation episodes of the exported model")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the parity observations and the evaluation")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing file, sidecar or model card")] = False,
+    trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help=TRUST_HELP)] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print the sidecar as JSON (and nothing else)")] = False,
+) -> None:
+    from distillcli.config import smoke
+    from distillcli.export.exporter import export_model
+
+    sidecar = export_model(
+        model,
+        fmt,
+        out,
+        env=env,
+        quantize=quantize,
+        episodes=min(episodes, 2) if smoke() else episodes,
+        seed=seed,
+        force=force,
+        trust=trust_checkpoint,
+    )
+    if json_out:
+        _print_json(sidecar)
+        return
+    evaluation, parity = sidecar["evaluation"], sidecar["parity"]
+    agree = (
+        f"{parity['observations'] - parity['mismatches']}/{parity['observations']} actions equal SB3 predict's"
+        if parity["discrete"]
+        else f"max |action - SB3 predict's| {parity['max_abs_diff']:.2g} on {parity['observations']} observations"
+    )
+    out_console = _console()
+    lines = [
+        f"wrote {', '.join(sidecar['written'])}",
+        f"parity: {agree}",
+        f"return {evaluation['return_mean']:.2f} +- {evaluation['return_std']:.2f} over {evaluation['episodes']} "
+        f"episodes (the zip's {evaluation['zip_return_mean']:.2f}); score {evaluation['score']:.3f} "
+        f"(the zip's {evaluation['zip_score']:.3f})",
+    ]
+    for line in lines:
+        out_console.print(line, soft_wrap=True, highlight=False, markup=False)
+    _show_latency(sidecar["latency"])
 
 
 @app.command()

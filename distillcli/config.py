@@ -24,7 +24,7 @@ from distillcli.choices import Baseline, Control, EpisodeEnds, KLDirection, Loss
 from distillcli.errors import DistillError, short
 from distillcli.metrics import read_bounded
 
-DEFAULT_METHOD = "expected-entropy"
+DEFAULT_METHOD = "on-policy-distill"
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few hundred bytes
 MAX_SEGMENT = 1 << 20  # states per segment (--n-envs x --n-steps); the defaults' is 2,048
 
@@ -71,14 +71,28 @@ class RunConfig:
     student_net: str = knob(
         "auto",
         "student hidden layers, e.g. 32,32; for images cnn, cnn:256 or cnn:256/64 (NatureCNN features, then layers); "
-        "auto = half the teacher's widths (and features)",
+        "auto = half the teacher's widths, at least two layers of 32 (and half its CNN features)",
     )
     steps: int = knob(0, "env-step budget; 0: the task's default (printed, and recorded in summary.json)", "-n")
     n_envs: int = knob(64, "parallel environments (many: the networks' per-call cost is shared by more env steps)")
+    start_envs: int = knob(
+        0,
+        "environments at the start, doubled every --grow-every segments up to --n-envs; 0: the method's (8 for a pure "
+        "per-state loss, whose early updates matter more than their size; else --n-envs from the start)",
+    )
+    grow_every: int = knob(4, "segments between doublings of the environments")
     n_steps: int = knob(32, "steps per environment per update (segment length)")
     epochs: int = knob(0, "passes over each segment; 0: the method's (8 for a pure per-state loss, else 2)")
     minibatch_size: int = knob(512, "states per gradient step")
+    converged: float = knob(
+        0.01,
+        "a pure per-state loss stops passing over a segment once the student's KL to the teacher there is below this "
+        "(nats; 0: every pass)",
+    )
     lr: float = knob(0.0, "Adam learning rate; 0: 5e-3 for an MLP student, 1e-3 for a CNN")
+    lr_end: float = knob(
+        0.1, "the learning rate falls linearly to this fraction of --lr by the end of the budget (1: constant)"
+    )
     seed: int = knob(0, "random seed")
     device: str = knob("auto", "auto|cpu|cuda|cuda:N (auto: CUDA when present)")
     threads: int = knob(1, "torch CPU threads (small networks run fastest on 1)")
@@ -167,7 +181,9 @@ class RunConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise DistillError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        limits = {"n_envs": 4096, "n_steps": 100_000, "threads": 256, "eval_episodes": 100_000}
+        if self.start_envs < 0 or self.grow_every < 0:
+            raise DistillError("--start-envs and --grow-every must be >= 0 (0: the default)")
+        limits = {"n_envs": 4096, "n_steps": 100_000, "threads": 256, "eval_episodes": 100_000, "grow_every": 10_000}
         for name, limit in limits.items():
             if getattr(self, name) > limit:
                 raise DistillError(f"--{name.replace('_', '-')} must be at most {limit}, got {getattr(self, name)}")
@@ -200,6 +216,10 @@ class RunConfig:
                 raise DistillError(f"--{name.replace('_', '-')} must be in [0, 1], got {number}")
         if not (0.0 < self.clip_range < 1.0):
             raise DistillError(f"--clip-range must be in (0, 1), got {self.clip_range}")
+        if not (math.isfinite(self.lr_end) and 0 <= self.lr_end <= 1):
+            raise DistillError(f"--lr-end must be in [0, 1], got {self.lr_end}")
+        if not (math.isfinite(self.converged) and self.converged >= 0):
+            raise DistillError(f"--converged must be a non-negative number, got {self.converged}")
         if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
             raise DistillError(f"--max-grad-norm must be positive, got {self.max_grad_norm}")
         if not (math.isfinite(self.logprob_floor) and -1000 <= self.logprob_floor < 0):

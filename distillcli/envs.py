@@ -13,6 +13,7 @@ import functools
 import importlib
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, SupportsFloat
@@ -89,26 +90,6 @@ def env_successors(env_id: str) -> list[str]:
         if ns == namespace and other_name == name and other_version is not None and other_version > version:
             later.append((other_version, other))
     return [other for _, other in sorted(later)]
-
-
-def is_retired(env_id: str) -> bool:
-    """gymnasium no longer makes this id (deprecated, unregistered, or moved to gymnasium-robotics like MuJoCo v3),
-    but registers a later version of it."""
-    _register_optional(env_id)
-    if not env_successors(env_id):
-        return False
-    try:
-        spec = gym.spec(env_id)
-    except gym.error.Error:  # DeprecatedEnv, VersionNotFound
-        return True
-    if isinstance(spec.entry_point, str):
-        try:
-            gym.envs.registration.load_env_creator(spec.entry_point)
-        except ImportError as error:
-            return "gymnasium-robotics" in str(error) or "mujoco_py" in str(error)
-        except Exception:  # a missing optional dependency is the make's to report
-            return False
-    return False
 
 
 _ENV_TOKEN = re.compile(r"(?:[A-Za-z0-9_]+[/-])?[A-Za-z][A-Za-z0-9_]*-v\d+")
@@ -271,9 +252,6 @@ class EnvStack:
     source: str = "gymnasium"  # gymnasium | rl-zoo | atari (inferred) | run directory
     mapped_from: str | None = None  # the retired id the checkpoint recorded, when env_id is its successor
 
-    def retired(self) -> bool:
-        return is_retired(self.env_id)
-
     @property
     def plain(self) -> bool:
         """Nothing but the env id: no file is needed beside the student to rebuild it."""
@@ -306,6 +284,9 @@ class EnvStack:
             return CountCutEpisodes(env)
 
         try:
+            # gymnasium's notices ("out of date", "consider upgrading") would print at every make; a retired id
+            # is said once, by the run's setup.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"gymnasium\.")
             venv: VecEnv = make_vec_env(
                 functools.partial(_make_unrendered, self.env_id),
                 n_envs=n_envs,
@@ -401,3 +382,74 @@ def atari_stack(env_id: str, recorded_shape: Any) -> EnvStack | None:
         frame_stack=frames if frames > 1 else 0,
         source="atari (inferred)",
     )
+
+
+class ConcatVecEnv(VecEnv):
+    """Several vectorised envs stepped as one: ``append`` adds more environments between segments, while the
+    running ones keep their episodes (a run starts with few environments and grows; see trainer.EnvSchedule).
+    Each part is a whole env stack (wrappers, frozen statistics, frame stacking), so a part's observations are
+    exactly what a single stack of the same size gives."""
+
+    def __init__(self, parts: list[VecEnv]) -> None:
+        self.parts = list(parts)
+        first = self.parts[0]
+        super().__init__(sum(p.num_envs for p in self.parts), first.observation_space, first.action_space)
+
+    def append(self, part: VecEnv) -> None:
+        self.parts.append(part)
+        self.num_envs += part.num_envs
+
+    def _split(self, actions: np.ndarray) -> list[np.ndarray]:
+        bounds = np.cumsum([p.num_envs for p in self.parts])[:-1]
+        return np.split(actions, bounds)
+
+    def reset(self) -> Any:
+        return np.concatenate([p.reset() for p in self.parts])
+
+    def step_async(self, actions: np.ndarray) -> None:
+        for part, chunk in zip(self.parts, self._split(actions), strict=True):
+            part.step_async(chunk)
+
+    def step_wait(self) -> Any:
+        results = [p.step_wait() for p in self.parts]
+        obs = np.concatenate([r[0] for r in results])
+        rewards = np.concatenate([r[1] for r in results])
+        dones = np.concatenate([r[2] for r in results])
+        infos = [info for r in results for info in r[3]]
+        return obs, rewards, dones, infos
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.close()
+
+    def _route(self, indices: Any) -> list[tuple[VecEnv, list[int]]]:
+        """(part, local indices) for global env indices (all of them when None)."""
+        wanted = range(self.num_envs) if indices is None else [indices] if isinstance(indices, int) else indices
+        routes: list[tuple[VecEnv, list[int]]] = []
+        offset = 0
+        for part in self.parts:
+            local = [i - offset for i in wanted if offset <= i < offset + part.num_envs]
+            if local:
+                routes.append((part, local))
+            offset += part.num_envs
+        return routes
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        return [v for part, local in self._route(indices) for v in part.get_attr(attr_name, local)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        for part, local in self._route(indices):
+            part.set_attr(attr_name, value, local)
+
+    def env_method(self, method_name: str, *args: Any, indices: Any = None, **kwargs: Any) -> list[Any]:
+        return [
+            v
+            for part, local in self._route(indices)
+            for v in part.env_method(method_name, *args, indices=local, **kwargs)
+        ]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: Any = None) -> list[bool]:
+        return [v for part, local in self._route(indices) for v in part.env_is_wrapped(wrapper_class, local)]
+
+    def get_images(self) -> list[Any]:
+        return [image for part in self.parts for image in part.get_images()]

@@ -53,6 +53,13 @@ class Method:
         return self.bootstrap == "teacher-value" or any(term.teacher_value for term in self.terms)
 
     @property
+    def start_envs(self) -> int | None:
+        """Environments at the start of a run (None: all of --n-envs). A pure per-state loss learns from every update,
+        so frequent small ones first (8 envs) reach the teacher in fewer env steps; a score-function term needs
+        large segments from the start, its estimate is noisy."""
+        return 8 if self.reward is None else None
+
+    @property
     def epochs(self) -> int:
         """Default passes over each segment. A pure per-state loss is supervised learning on the segment's states:
         reusing them adds no bias, and CartPole's bc needs half the env steps with 8 passes instead of 2. With a
@@ -264,6 +271,7 @@ def describe(method: Method) -> dict[str, object]:
         "uses_env_reward": method.uses_env_reward,
         "returns": method.returns if method.reward else None,
         "epochs": method.epochs,
+        "start_envs": method.start_envs,
         "summary": method.summary,
         "reference": method.reference,
     }

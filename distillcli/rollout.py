@@ -20,6 +20,7 @@ from torch import Tensor
 
 from distillcli.choices import Control
 from distillcli.distributions import ActionDist, Categorical, MultiCategorical, stack
+from distillcli.envs import ConcatVecEnv
 from distillcli.errors import DistillError
 
 # obs -> (action distribution, value or None); the teacher and the student both look like this.
@@ -37,6 +38,7 @@ class Session(Protocol):
     def peek(self, obs: Tensor, episode_starts: Tensor) -> tuple[ActionDist, Tensor | None]: ...
     def mark(self, index: np.ndarray) -> None: ...
     def peek_marked(self, final_obs: Tensor) -> tuple[ActionDist, Tensor | None]: ...
+    def grow(self, n_envs: int) -> None: ...
 
 
 def open_session(policy: PolicyFn, n_envs: int) -> Session | None:
@@ -163,10 +165,22 @@ def to_env_actions(actions: Tensor, space: gym.Space) -> np.ndarray:
 
 
 class Collector:
-    """Steps a VecEnv across segments, keeping the current observations and episode statistics."""
+    """Steps a VecEnv across segments, keeping the current observations and episode statistics.
 
-    def __init__(self, venv: VecEnv, teacher: PolicyFn, device: torch.device, teacher_values: bool = True) -> None:
+    With ``more_envs`` (a function making ``n`` further environments, the first of them the ``index``-th), the
+    collector can :meth:`grow_to` more environments between segments; the running ones keep their episodes.
+    """
+
+    def __init__(
+        self,
+        venv: VecEnv,
+        teacher: PolicyFn,
+        device: torch.device,
+        teacher_values: bool = True,
+        more_envs: Callable[[int, int], VecEnv] | None = None,
+    ) -> None:
         self.venv = venv
+        self.more_envs = more_envs
         self.teacher = teacher
         self.device = device
         # Without V_pi (no method but the value-based ones reads it), an actor-critic teacher skips its critic.
@@ -180,6 +194,24 @@ class Collector:
         self._masks = read_masks(venv, device) if uses_masks(teacher) else None
         self._session = open_session(teacher, venv.num_envs)
         self._starts = torch.ones(venv.num_envs, device=device)
+
+    def grow_to(self, n_envs: int) -> None:
+        """Add environments until there are ``n_envs``: new episodes beside the running ones."""
+        extra = n_envs - self.venv.num_envs
+        if extra <= 0:
+            return
+        if self.more_envs is None or not isinstance(self.venv, ConcatVecEnv):
+            raise ValueError("this collector's environments cannot grow")
+        added = self.more_envs(extra, self.venv.num_envs)
+        self.venv.append(added)
+        self._obs = torch.cat([self._obs, self._to_tensor(added.reset())])
+        self._returns = np.concatenate([self._returns, np.zeros(extra)])
+        self._lengths = np.concatenate([self._lengths, np.zeros(extra, dtype=np.int64)])
+        self._starts = torch.cat([self._starts, torch.ones(extra, device=self.device)])
+        if self._masks is not None:
+            self._masks = read_masks(self.venv, self.device)
+        if self._session is not None:
+            self._session.grow(extra)
 
     def _teacher(self, obs: Tensor) -> tuple[ActionDist, Tensor | None]:
         if self._teacher_actor is not None:

@@ -67,6 +67,10 @@ class UpdateOptions:
     minibatch_size: int = 256
     max_grad_norm: float = 0.5
     value_coef: float = 0.5
+    # A pure per-state loss stops passing over a segment once its excess loss (the loss less its per-state minimum:
+    # the KL to the teacher, for the distillation cross-entropy) is below this many nats: the student already
+    # matches the teacher there, and further passes would only cost time. 0: every epoch.
+    converged: float = 0.0
     # How pseudo-returns treat an episode's end: "absorb" (Table 1 literally: nothing after the end counts),
     # "continue" (the reset state follows, as in one continuing process), or "auto": continue for methods
     # without environment reward, absorb for those with it. Under "absorb" a sum of per-state losses is
@@ -274,8 +278,9 @@ class SegmentInputs:
     def __len__(self) -> int:
         return int(self.env_rewards.shape[0])
 
-    def rows(self, index: Tensor | None) -> SegmentInputs:
-        """A minibatch (None: the whole segment, as it is)."""
+    def rows(self, index: Tensor | None, scored: bool = True) -> SegmentInputs:
+        """A minibatch (None: the whole segment, as it is). Without a score term (``scored=False``) only what a
+        per-state loss reads is gathered: the states, the teacher and the masks."""
         if index is None:
             return self
 
@@ -285,21 +290,31 @@ class SegmentInputs:
         return SegmentInputs(
             obs=self.obs[index],
             teacher=self.teacher[index],
-            actions=self.actions[index],
-            env_rewards=self.env_rewards[index],
+            actions=self.actions[index] if scored else self.actions,
+            env_rewards=self.env_rewards[index] if scored else self.env_rewards,
             teacher_values=pick(self.teacher_values),
             masks=pick(self.masks),
-            old_log_probs=self.old_log_probs[index],
+            old_log_probs=self.old_log_probs[index] if scored else self.old_log_probs,
             advantages=pick(self.advantages),
             value_targets=pick(self.value_targets),
         )
 
     def surrogate(
-        self, method: Method, dist: ActionDist, values: Tensor, options: ObjectiveOptions, value_coef: float
+        self, method: Method, dist: ActionDist, values: Tensor | None, options: ObjectiveOptions, value_coef: float
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Eq. 1's per-sample surrogate on these rows, given the student's ``dist`` and ``values`` on ``obs``."""
+        """Eq. 1's per-sample surrogate on these rows, given the student's ``dist`` and ``values`` on ``obs``
+        (``values`` may be None for a method without a score term: no critic is trained then)."""
         if self.masks is not None:
             dist = masked(dist, self.masks)
+        if method.reward is None:
+            # A pure per-state loss: Eq. 1 is grad l(s_t) alone. It reads the states' two policies (and, for the
+            # hard-label loss, the teacher's mode), never the actions taken or a value.
+            assert method.loss is not None
+            zero = torch.zeros((), device=self.obs.device)
+            terms = Terms(dist, self.teacher, self.actions, self.env_rewards, zero, zero, self.teacher_values, options)
+            loss = method.loss(terms)
+            return loss, {"loss": loss}
+        assert values is not None
         terms = Terms(
             student=dist,
             teacher=self.teacher,
@@ -341,6 +356,33 @@ def clip_grad_norm(parameters: list[torch.nn.Parameter], max_norm: float) -> Non
 # --- the loop -------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class EnvSchedule:
+    """How many environments collect each segment: ``start``, doubled every ``every`` segments up to ``final``.
+
+    Early on the number of updates matters, not the env steps: a student that starts from scratch improves with
+    every update, and 8 environments give an update every 8 x n_steps env steps where 64 give one every 64 x n_steps.
+    Once the student is close, many environments share each network call (throughput). The count is a function of
+    the env steps done, so a resumed run continues with the count it stopped at.
+    """
+
+    start: int
+    final: int
+    every: int
+    n_steps: int
+
+    def envs_at(self, steps: int) -> int:
+        if self.start <= 0 or self.every <= 0:
+            return self.final
+        n, done = min(self.start, self.final), 0
+        while n < self.final:
+            done += self.every * n * self.n_steps
+            if steps < done:
+                return n
+            n = min(2 * n, self.final)
+        return self.final
+
+
 @dataclass
 class LoopSettings:
     total_steps: int
@@ -350,6 +392,18 @@ class LoopSettings:
     reward_weight: Schedule
     objective: ObjectiveOptions
     update: UpdateOptions
+    envs: EnvSchedule | None = None  # None: the collector's environments throughout
+    lr: Schedule | None = None  # the optimiser's step size along the budget (None: left as it is)
+
+
+def set_lr(optimizer: Optimizer, lr: float) -> None:
+    """The step size of the student's flat Adam (``lr``) or of a torch optimiser (its parameter groups)."""
+    groups = getattr(optimizer, "param_groups", None)
+    if groups is not None:
+        for group in groups:
+            group["lr"] = lr
+    else:
+        optimizer.lr = lr  # type: ignore[attr-defined]
 
 
 class Diverged(RuntimeError):
@@ -371,16 +425,19 @@ def train(
     start_steps: int = 0,
 ) -> int:
     """Run Eq. 1 updates until ``settings.total_steps`` env steps; return the env steps taken."""
-    n_envs = collector.venv.num_envs
-    per_segment = settings.n_steps * n_envs
     steps = start_steps
     recent_returns: deque[float] = deque(maxlen=20)
     started = time.perf_counter()
     while steps < settings.total_steps:
+        if settings.envs is not None:
+            collector.grow_to(settings.envs.envs_at(steps))
         progress = steps / settings.total_steps
+        if settings.lr is not None:
+            set_lr(optimizer, settings.lr(progress))
         options = replace(settings.objective, reward_weight=settings.reward_weight(progress))
         share = settings.teacher_share(progress)
         rollout = collector.collect(settings.n_steps, settings.control, student, share)
+        per_segment = rollout.env_rewards.numel()
         steps += per_segment
         recent_returns.extend(rollout.episode_returns)
         last_good = [parameter.detach().clone() for parameter in parameters]
@@ -403,6 +460,18 @@ def train(
     return steps
 
 
+def segment_floor(method: Method, inputs: SegmentInputs, options: ObjectiveOptions) -> float:
+    """The mean over the segment's states of the per-state loss's minimum (the teacher's entropy for Hx(pi||pi_th);
+    0 for a loss without a known minimum): what the loss would be were the student the teacher."""
+    if method.loss is None or method.loss.minimum is None:
+        return 0.0
+    # A minimum reads only the teacher (and the options); the teacher stands in for the student it does not read.
+    zero = torch.zeros(())
+    teacher = inputs.teacher
+    terms = Terms(teacher, teacher, inputs.actions, inputs.env_rewards, zero, zero, inputs.teacher_values, options)
+    return float(method.loss.minimum(terms).mean())
+
+
 def update(
     method: Method,
     rollout: Rollout,
@@ -415,19 +484,27 @@ def update(
     """One Eq. 1 update (several epochs of minibatches) on a segment; returns the segment's metrics."""
     targets = segment_targets(method, rollout, student, options, settings)
     inputs = SegmentInputs.of(rollout, targets)
+    scored = method.reward is not None
+    actor: Callable[[Tensor], ActionDist] | None = getattr(student, "actor", None)
     batch = len(inputs)
     minibatch = min(settings.minibatch_size, batch)
     # Summed as tensors and read once at the end: a float() per minibatch costs more than a small model's step.
     sums: Tensor | None = None
     keys: list[str] = []
     n_minibatches = 0
+    floor = segment_floor(method, inputs, options) if settings.converged > 0 and not scored else None
+    epochs = 0
     for _ in range(settings.epochs):
+        epochs += 1
+        epoch_loss = torch.zeros((), device=inputs.obs.device)
         # One minibatch per epoch takes the segment as it is: gathering rows in a new order would change nothing.
         order = torch.randperm(batch, device=inputs.obs.device) if minibatch < batch else None
         for begin in range(0, batch, minibatch):
-            rows = inputs.rows(None if order is None else order[begin : begin + minibatch])
-            dist, values = student(rows.obs)
-            assert values is not None
+            rows = inputs.rows(None if order is None else order[begin : begin + minibatch], scored)
+            if actor is not None and not scored:
+                dist, values = actor(rows.obs), None  # no critic to train: the actor's forward alone
+            else:
+                dist, values = student(rows.obs)
             total, parts = rows.surrogate(method, dist, values, options, settings.value_coef)
             loss = total.mean()
             optimizer.zero_grad(set_to_none=False)  # in place: a student's gradients are views of one buffer
@@ -436,8 +513,12 @@ def update(
             optimizer.step()
             n_minibatches += 1
             keys = list(parts)
-            part_means = torch.stack([value.detach() for value in parts.values()]).mean(dim=1)
+            part_means = torch.stack([value.detach().mean() for value in parts.values()])
             sums = part_means if sums is None else sums + part_means
+            epoch_loss += loss.detach()
+        # One read per epoch: the mean loss over the epoch's minibatches covers every state of the segment once.
+        if floor is not None and float(epoch_loss) / math.ceil(batch / minibatch) - floor < settings.converged:
+            break
     # A NaN loss makes NaN gradients and parameters: checked once per segment (train() then restores the last
     # good student), not with a synchronising check per minibatch.
     totals = [] if sums is None else sums.tolist()
@@ -448,6 +529,7 @@ def update(
         raise Diverged("a student parameter became NaN or infinite")
     metrics = {key: means.get(key, 0.0) for key in ("loss", "score", "value_loss")}
     metrics["kl_teacher_student"] = targets.kl_teacher_student
+    metrics["epochs"] = float(epochs)
     if targets.pseudo_rewards is not None:
         metrics["pseudo_reward"] = float(targets.pseudo_rewards.mean())
     return metrics

@@ -41,6 +41,7 @@ from distillcli.sb3.checkpoint import NeedsTrust
 
 ENV_FILE = "env.json"
 STATS_FILE = "vecnormalize.pkl"
+HUB_STATS_FILE = "vec_normalize.pkl"  # the same statistics, as rl-zoo's push_to_hub names them on the hub
 _CHECKPOINT = re.compile(r"rl_model_(\d+)_steps\.zip")
 
 # What a folder's files may make us read and build: rl-zoo writes YAML of a few KB (no anchors, a few levels),
@@ -402,7 +403,7 @@ def _has_path(value: Any) -> bool:
     return False
 
 
-def _frame_stack(value: Any, where: str) -> int:
+def frame_stack_of(value: Any, where: str) -> int:
     if value is None or value is False:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -554,10 +555,18 @@ def read_vecnormalize(path: Path, trust: bool) -> Normalization:
 # ------------------------------------------------------------------------------------------ the folder
 
 
+def is_hub_folder(folder: Path) -> bool:
+    """A Hugging Face hub repo of an rl-zoo agent, as the hub holds it: the zip and the YAML side by side."""
+    return (folder / "args.yml").is_file() and any(folder.glob("*-*.zip"))
+
+
 def stats_folder(folder: Path) -> Path | None:
-    """``<folder>/<EnvName>/`` of an rl-zoo run folder (``<EnvName>_<N>``), or the one subfolder with its YAML."""
+    """``<folder>/<EnvName>/`` of an rl-zoo run folder (``<EnvName>_<N>``), or the one subfolder with its YAML, or
+    the folder itself where it is a hub repo (``config.yml``, ``args.yml`` beside ``<algo>-<Env>.zip``)."""
     if not folder.is_dir():
         return None
+    if is_hub_folder(folder):
+        return folder
     name = re.sub(r"_\d+$", "", folder.name)
     candidate = folder / name
     if candidate.is_dir() and any((candidate / f).is_file() for f in ("config.yml", "args.yml")):
@@ -602,6 +611,11 @@ def select_model(path: Path, load_best: bool, load_checkpoint: int) -> tuple[Pat
                 f"--load-checkpoint {load_checkpoint}: no {model.name} in {folder} (checkpoints saved: {saved})"
             )
         return model, stats
+    if path.is_dir() and stats == folder:  # a hub repo: its one agent zip (not train_eval_metrics.zip)
+        agents = sorted(p for p in folder.glob("*-*.zip") if p.name != "train_eval_metrics.zip")
+        if len(agents) != 1:
+            raise DistillError(f"{folder} holds {_zips(folder)}: expected one <algo>-<Env>.zip")
+        return agents[0], stats
     if path.is_dir():
         assert stats is not None
         model = folder / f"{stats.name}.zip"
@@ -678,6 +692,8 @@ def _import_packages(value: Any, where: str, trust: bool) -> None:
 def zoo_stack(stats: Path, env: str | None, trust: bool) -> EnvStack:
     """The teacher's env as rl-zoo's ``enjoy`` rebuilds it from ``<EnvName>/args.yml`` and ``config.yml``."""
     args_file, config_file, stats_file = stats / "args.yml", stats / "config.yml", stats / STATS_FILE
+    if not stats_file.is_file() and (stats / HUB_STATS_FILE).is_file():
+        stats_file = stats / HUB_STATS_FILE
     args = read_yaml(args_file) if args_file.is_file() else {}
     config = read_yaml(config_file) if config_file.is_file() else {}
     used_args = _used(args_file, args, ("env", "env_kwargs", "gym_packages"), trust)
@@ -699,7 +715,7 @@ def zoo_stack(stats: Path, env: str | None, trust: bool) -> EnvStack:
             used["vec_env_wrapper"], VecEnvWrapper, trust, f"{config_file} vec_env_wrapper"
         ),
         normalization=read_vecnormalize(stats_file, trust) if normalize else None,
-        frame_stack=_frame_stack(used["frame_stack"], f"{config_file} frame_stack"),
+        frame_stack=frame_stack_of(used["frame_stack"], f"{config_file} frame_stack"),
         source="rl-zoo",
     )
 
@@ -738,6 +754,6 @@ def read_env_file(run_dir: Path, env: str | None, trust: bool) -> EnvStack | Non
         env_wrappers=parse_wrappers(data.get("env_wrapper"), gym.Wrapper, trust, f"{path} env_wrapper"),
         vec_env_wrappers=parse_wrappers(data.get("vec_env_wrapper"), VecEnvWrapper, trust, f"{path} vec_env_wrapper"),
         normalization=read_vecnormalize(run_dir / STATS_FILE, trust) if normalize else None,
-        frame_stack=_frame_stack(data.get("frame_stack"), f"{path} frame_stack"),
+        frame_stack=frame_stack_of(data.get("frame_stack"), f"{path} frame_stack"),
         source="run directory",
     )

@@ -133,8 +133,12 @@ cd "$WORK"
 export PATH="$VENV/bin:$PATH"
 unset PYTHONPATH VIRTUAL_ENV
 [[ "$(command -v distill)" == "$VENV/bin/distill" ]] || fail "distill on PATH is $(command -v distill), not the fresh venv's"
-where=$(python -c "import distillcli, distillcli.tabular; print(distillcli.__file__)") ||
-    fail "the installed distillcli does not import (python -c 'import distillcli, distillcli.tabular')"
+# Every module of the installed package must import (an optional extra's library is imported lazily, inside them).
+IMPORT_ALL='import importlib, pkgutil, distillcli
+for m in pkgutil.walk_packages(distillcli.__path__, "distillcli."):
+    importlib.import_module(m.name)
+print(distillcli.__file__)'
+where=$(python -c "$IMPORT_ALL") || fail "a module of the installed distillcli does not import (see above)"
 [[ "$where" == "$VENV"/* ]] || fail "distillcli was imported from $where, not from the fresh venv"
 check() {
     say "\$ $*"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,21 @@ class Result:
 
 
 CLI = Callable[..., Result]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each session gets its own temporary root: pytest otherwise prunes the numbered roots of concurrent sessions
+    (two checkouts tested at once), deleting run directories under a running test."""
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="distill-tests-")
+        config._distill_basetemp = config.option.basetemp  # type: ignore[attr-defined]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The session's own root goes once every test passed (a failure keeps it, to look at)."""
+    root = getattr(session.config, "_distill_basetemp", None)
+    if root is not None and exitstatus == 0:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -63,7 +80,7 @@ def teacher_zip() -> Path:
 @pytest.fixture(scope="session")
 def distilled(tmp_path_factory: pytest.TempPathFactory, teacher_zip: Path) -> Path:
     """One default-method run on the bundled teacher, shared by the tests that only read its outputs."""
-    out = tmp_path_factory.mktemp("runs") / "expected-entropy"
+    out = tmp_path_factory.mktemp("runs") / "default"
     monkey = pytest.MonkeyPatch()
     monkey.setattr(sys, "argv", ["distill", "run", "--out", str(out), "--quiet", "--tensorboard"])
     try:

@@ -124,8 +124,7 @@ def test_teacher_acts_as_the_sb3_model(teachers: dict[str, Path], name: str) -> 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_teacher_family_distills(cli: CLI, tmp_path: Path, teachers: dict[str, Path], name: str) -> None:
     _, env_id, _ = FAMILIES[name]
-    # 16 updates at the default segment; gSDE's student narrows its noise over longer runs (docs/teachers).
-    steps = "8192" if name == "ppo-gsde" else "32768"
+    steps = "32768"
     args = ("--teacher", teachers[name], "--env", env_id, "--steps", steps, "--eval-episodes", "5")
     result = cli("run", *args, "--out", tmp_path / "run", "--json")
     assert result.code == 0, result.stderr

@@ -14,6 +14,7 @@ import pytest
 import torch
 from stable_baselines3 import PPO
 
+from distillcli.config import DEFAULT_METHOD
 from distillcli.envs import make_env
 from distillcli.methods import METHODS
 from distillcli.run.evaluate import evaluate
@@ -57,7 +58,7 @@ def deterministic_return(student_zip: Path, episodes: int = 10) -> float:
 def test_default_run_writes_a_loadable_student_that_matches_the_teacher(distilled: Path) -> None:
     summary = json.loads((distilled / "summary.json").read_text())
     assert summary.keys() >= SUMMARY_FIELDS
-    assert summary["method"] == "expected-entropy" and summary["env_id"] == "CartPole-v1"
+    assert summary["method"] == DEFAULT_METHOD and summary["env_id"] == "CartPole-v1"
     assert summary["student_params"] <= summary["teacher_params"] / 2
     assert summary["kl_end"] < 0.5 * summary["kl_start"]
     assert deterministic_return(distilled / "student.zip") >= 0.95 * summary["teacher_return"]
@@ -74,7 +75,7 @@ def test_run_dir_holds_metrics_config_and_tensorboard(distilled: Path) -> None:
     events = list((distilled / "tensorboard").rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
     config = json.loads((distilled / "config.json").read_text())
-    assert config["method"] == "expected-entropy" and config["env"] == "CartPole-v1"
+    assert config["method"] == DEFAULT_METHOD and config["env"] == "CartPole-v1"
 
 
 def test_tensorboard_events_hold_the_training_scalars(distilled: Path) -> None:

@@ -34,10 +34,11 @@ from distillcli.config import RunConfig
 from distillcli.errors import DistillError
 from tests.conftest import CLI, Result
 from tests.test_bad_input import _central_directory_entry, _rezip
+from tests.test_robustness import segment_ends
 from tests.test_zoo import _dump, make_zoo_folder
 
 EXE = Path(sys.executable).with_name("distill")
-SEGMENT = RunConfig.n_envs * RunConfig.n_steps
+SEGMENT = RunConfig.n_envs * RunConfig.n_steps  # env steps per update once the environments have grown
 TINY = ("--steps", str(SEGMENT), "--eval-episodes", "1", "--eval-every", "0", "--quiet")
 
 
@@ -207,6 +208,7 @@ def test_wrapper_allow_list_cannot_be_escaped(cli: CLI, folder: Path, marker: Pa
 
 def _interrupted_run(cli: CLI, out: Path) -> Path:
     """A run directory as an interrupt leaves it: a saved student, an ``interrupted`` summary, half its budget."""
+    assert SEGMENT in segment_ends(2 * SEGMENT)  # where an update ends, with the environments grown from fewer
     assert cli("run", "--steps", str(2 * SEGMENT), "--eval-episodes", "1", "--out", out, "-q").code == 0
     summary = json.loads((out / "summary.json").read_text())
     summary.update(status="interrupted", env_steps=SEGMENT)
@@ -682,7 +684,7 @@ def test_random_chains_of_interrupts_and_resumes_lose_and_repeat_no_row(tmp_path
         assert process.returncode == 0, stderr
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [row["env_steps"] for row in rows if row["kind"] == "train"]
-    assert steps == [SEGMENT * (i + 1) for i in range(budget // SEGMENT)]
+    assert steps == segment_ends(budget)  # the environments grow: segments of the default schedule
     assert json.loads((out / "summary.json").read_text())["status"] == "finished"
 
 
@@ -763,7 +765,7 @@ def test_failed_resume_is_one_line_and_leaves_the_run_resumable(cli: CLI, tmp_pa
     assert snapshot(run) == before
     resumed = cli("run", "--resume", run, "--json")
     assert resumed.code == 0, resumed.stderr
-    assert resumed.json()["env_steps"] == 4 * SEGMENT
+    assert resumed.json()["env_steps"] == segment_ends(4 * SEGMENT)[-1]
 
 
 @pytest.mark.parametrize("tamper", ["garbage", "nan", "wrong-shape"])
@@ -913,7 +915,7 @@ def test_partial_last_line_of_metrics_is_repaired_before_appending(cli: CLI, tmp
     lines = (run / "metrics.jsonl").read_text().splitlines()
     parsed = [json.loads(line) for line in lines]  # every line is whole
     steps = [row["env_steps"] for row in parsed if row["kind"] == "train"]
-    assert steps == [SEGMENT * (i + 1) for i in range(4)]
+    assert steps == segment_ends(4 * SEGMENT)
 
 
 def test_orphaned_sweep_workers_stop_and_save(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from torch import Tensor
 from distillcli.distributions import gumbel_max
 from distillcli.envs import EnvStack
 from distillcli.errors import DistillError
+from distillcli.export import SUFFIXES
 from distillcli.rollout import PolicyFn, masked, open_session, read_masks, to_env_actions, uniform_actions, uses_masks
 from distillcli.sb3.teacher import check_spaces, load_teacher
 from distillcli.stats import return_ratio, score
@@ -200,11 +201,16 @@ def evaluate_model(
     *,
     load_best: bool = False,
     load_checkpoint: int = 0,
+    latency: bool = False,
+    video: Path | None = None,
+    video_episodes: int = 1,
 ) -> dict[str, Any]:
     """``distill eval``: the model's return and score and, with a teacher, how close it is to the teacher.
 
     The environment is the teacher's with ``--teacher``; otherwise the one the model's run directory, rl-zoo
-    folder or file name says (:func:`distillcli.run.setup.model_stack`).
+    folder or file name says (:func:`distillcli.run.setup.model_stack`). An exported file (``.onnx``, ``.pt``)
+    is evaluated beside its student.zip (:mod:`distillcli.export.evaluate`); ``latency`` adds the latency table of
+    every runtime, ``video`` records ``video_episodes`` episodes (the teacher beside the student, with one).
     """
     from distillcli.run.setup import model_stack, prepare, resolve_device, say
 
@@ -213,6 +219,18 @@ def evaluate_model(
     if teacher_path is None and (load_best or load_checkpoint):
         raise DistillError("--load-best and --load-checkpoint pick the teacher's model: give --teacher too")
     path = Path(model_path)
+    if video is not None:
+        from distillcli.export.video import check_video_path, prepare_rendering
+
+        check_video_path(video, video_episodes)
+        prepare_rendering()  # before any env (MuJoCo reads MUJOCO_GL when it is first imported)
+    extras: dict[str, Any] = {"latency": latency, "video": video, "video_episodes": video_episodes}
+    if path.suffix.lower() in SUFFIXES.values():  # an exported file: evaluated beside its student.zip
+        from distillcli.export.evaluate import evaluate_exported
+
+        if load_best or load_checkpoint:
+            raise DistillError("--load-best and --load-checkpoint pick an SB3 model, not an exported file")
+        return evaluate_exported(path, teacher_path, env, episodes, seed, trust, device_name=device_name, **extras)
     model, student_checkpoint, stack, notices = model_stack(path, env, trust)
     setup = None
     if teacher_path is not None:
@@ -266,4 +284,8 @@ def evaluate_model(
             param_ratio=student.n_params / teacher.n_params,
             teacher_latency_us=latency_us(teacher.policy, observation),
         )
+    if latency or video is not None:
+        from distillcli.export.evaluate import zip_extras
+
+        report.update(zip_extras(model, student_checkpoint, stack, teacher, trust, seed=seed, **extras))
     return report

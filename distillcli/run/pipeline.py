@@ -23,7 +23,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from distillcli import __version__
 from distillcli.config import RunConfig, smoke
 from distillcli.distributions import ActionDist
-from distillcli.envs import EnvStack
+from distillcli.envs import ConcatVecEnv, EnvStack
 from distillcli.errors import DistillError, short
 from distillcli.methods import Method, get_method
 from distillcli.metrics import MetricsSink
@@ -34,7 +34,7 @@ from distillcli.run.evaluate import EVAL_SEED_OFFSET, EvalResult, evaluate, late
 from distillcli.run.rundir import ResumeState, Summary
 from distillcli.run.setup import Setup, check_action_masks, prepare_run, require_teacher_value, say
 from distillcli.sb3.student import Student, StudentNet, resolve_net
-from distillcli.trainer import Diverged, LoopSettings, Schedule, UpdateOptions, train
+from distillcli.trainer import Diverged, EnvSchedule, LoopSettings, Schedule, UpdateOptions, train
 from distillcli.zoo import write_env_files
 
 Progress = Callable[[dict[str, float]], None]
@@ -42,7 +42,8 @@ Progress = Callable[[dict[str, float]], None]
 # Adam's step size where --lr is 0: large steps suit a small MLP on large minibatches; a CNN's many shared weights
 # need smaller ones (Pong's KL fell to 0.93x in 2048 steps at 5e-3 and to 0.29x at 1e-3).
 DEFAULT_LR = {"mlp": 5e-3, "cnn": 1e-3}
-DEFAULT_STEPS = 50_000  # the env-step budget where --steps is 0 (see task_budget)
+DEFAULT_STEPS = 50_000  # the env-step budget where --steps is 0, for most tasks (see task_budget)
+MUJOCO_STEPS = 200_000  # MuJoCo's locomotion: a fall is rare, late, and costs a whole episode's return
 
 
 def versions() -> dict[str, str]:
@@ -63,16 +64,24 @@ def parse_schedule(name: str, text: str, low: float = -math.inf, high: float = m
 
 
 def task_budget(stack: EnvStack) -> int:
-    """The env-step budget of a run whose --steps is 0."""
-    return DEFAULT_STEPS
+    """The env-step budget of a run whose --steps is 0: 50,000 env steps copy every classic-control and Box2D teacher
+    of rl-zoo's published agents (docs/methods.md); MuJoCo's locomotion teachers need 200,000 (a student that
+    balances in most episodes still falls in a few until its KL is well below 0.1)."""
+    try:
+        entry_point = str(gym.spec(stack.env_id).entry_point)
+    except gym.error.Error:
+        entry_point = ""
+    return MUJOCO_STEPS if "mujoco" in entry_point else DEFAULT_STEPS
 
 
 def with_method_defaults(config: RunConfig, method: Method, cnn: bool) -> RunConfig:
-    """The options left at 0 or unset that the method and student fill in: control policy q, epochs and lr."""
+    """The options left at 0 or unset that the method and student fill in: control policy q, epochs, the starting
+    environments and lr."""
     return replace(
         config,
         control=config.control or method.control,
         epochs=config.epochs or method.epochs,
+        start_envs=config.start_envs or method.start_envs or config.n_envs,
         lr=config.lr or DEFAULT_LR["cnn" if cnn else "mlp"],
     )
 
@@ -96,6 +105,8 @@ def loop_settings(config: RunConfig, method: Method) -> LoopSettings:
     return LoopSettings(
         total_steps=config.steps,
         n_steps=config.n_steps,
+        envs=EnvSchedule(config.start_envs, config.n_envs, config.grow_every, config.n_steps),
+        lr=Schedule(config.lr, config.lr * config.lr_end),
         control=config.control,
         teacher_share=parse_schedule("mix", config.mix, 0.0, 1.0),
         reward_weight=reward_weight,
@@ -113,6 +124,7 @@ def loop_settings(config: RunConfig, method: Method) -> LoopSettings:
             epochs=config.epochs,
             minibatch_size=config.minibatch_size,
             max_grad_norm=config.max_grad_norm,
+            converged=config.converged,
             episode_ends=config.episode_ends,
         ),
     )
@@ -217,11 +229,19 @@ def run(
     with claimed:
         # A resumed run continues on fresh episodes rather than replaying the first ones.
         start_steps = 0 if resume is None else resume.env_steps
-        venv = setup.make_env(config.n_envs, config.seed + start_steps)
+        seed = config.seed + start_steps
+        assert settings.envs is not None
+        venv = ConcatVecEnv([setup.make_env(settings.envs.envs_at(start_steps), seed)])
         student = build_student(config, method, net, setup, venv, resume)  # a resumed student is checked first
         rundir.write_config(run_dir, replace(config, out=None))
         write_env_files(setup.stack, run_dir)  # env.json (+ vecnormalize.pkl): the student's env, for deployment
-        collector = Collector(venv, setup.teacher, setup.device, teacher_values=method.needs_teacher_value)
+        collector = Collector(
+            venv,
+            setup.teacher,
+            setup.device,
+            method.needs_teacher_value,
+            lambda n, index: setup.make_env(n, seed + index),
+        )
         with MetricsSink(run_dir, config.tensorboard) as sink:  # appends: a resumed run continues metrics.jsonl
             evaluator = Evaluator(setup, config, student, sink)
             teacher_eval, random = evaluator.teacher(), evaluator.random()

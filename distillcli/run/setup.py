@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.resources
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -145,19 +146,29 @@ def env_stack(
 
 def successor_stack(stack: EnvStack, checkpoint: Checkpoint, notices: list[str]) -> EnvStack:
     """The stack with its env id replaced by a registered successor whose spaces equal the checkpoint's, when
-    gymnasium no longer makes the recorded id; unchanged otherwise."""
-    if not stack.retired():
-        return stack
+    gymnasium no longer makes the recorded id (deprecated, unregistered, or moved out like MuJoCo's v3 envs);
+    unchanged when the recorded id still works or has no later version."""
     candidates = env_successors(stack.env_id)
+    if not candidates:
+        return stack
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # gymnasium's "out of date" notice: the mapping below says it once
+            stack.make(1, 0).close()
+        return stack
+    except DistillError as error:
+        if "optional dependency" in str(error):
+            raise
+        retired = short(error, 120)
     tried = []
     for candidate in candidates:
         mapped = replace(stack, env_id=candidate, mapped_from=stack.env_id)
         try:
             probe = mapped.make(1, 0)
         except DistillError as error:
-            tried.append(f"{candidate} ({short(error, 120)})")
             if "optional dependency" in str(error):
                 raise  # the successor exists but needs an extra: that is what the user must know
+            tried.append(f"{candidate} ({short(error, 120)})")
             continue
         try:
             check_spaces(checkpoint, probe.observation_space, probe.action_space, candidate)
@@ -166,14 +177,13 @@ def successor_stack(stack: EnvStack, checkpoint: Checkpoint, notices: list[str])
             continue
         finally:
             probe.close()
-        notices.append(
-            f"{stack.env_id} is retired in gymnasium {gym.__version__}; using {candidate}, which has the same spaces"
-        )
+        gymnasium = f"gymnasium {gym.__version__}"
+        notices.append(f"{stack.env_id} is retired in {gymnasium}; using {candidate}, which has the same spaces")
         return mapped
-    detail = f": its successors differ ({'; '.join(tried)})" if tried else ""
+    detail = f"; its successors differ: {'; '.join(tried)}" if tried else ""
     raise DistillError(
-        f"environment {stack.env_id} is retired in gymnasium {gym.__version__} and has no successor with the "
-        f"checkpoint's spaces{detail}; name one with --env"
+        f"environment {stack.env_id} cannot be made ({retired}) and no successor has the checkpoint's "
+        f"spaces{detail}; name one with --env"
     )
 
 

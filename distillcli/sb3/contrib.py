@@ -139,8 +139,8 @@ def _ars_widths(policy: Any) -> list[int]:
     return linear_widths(policy.action_net)[:-1]
 
 
-def _ars_kwargs(data: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
-    return kwargs  # ARS takes no use_sde; its net_arch and activation are all it needs
+def _ars_build(cls: type, observation_space: Any, action_space: Any, kwargs: dict[str, Any]) -> Any:
+    return cls(observation_space, action_space, **kwargs)  # ARS never trains by gradient: no schedule argument
 
 
 ARS = register(
@@ -158,7 +158,7 @@ ARS = register(
         algo_of=lambda data: "ARS",
         hidden_widths=_ars_widths,
         noise_log_std=deterministic_log_std,
-        policy_kwargs=_ars_kwargs,
+        build=_ars_build,
         extra="contrib",
     )
 )
@@ -255,6 +255,10 @@ class RecurrentSession:
         import torch
 
         self._marked.append(_select(self.states, torch.as_tensor(index, device=self.teacher.device)))
+
+    def grow(self, n_envs: int) -> None:
+        """Room for ``n_envs`` more environments, each at an episode's start."""
+        self.states = _cat([self.states, initial_state(self.teacher, n_envs)])
 
     def peek_marked(self, final_obs: Tensor) -> Output:
         """pi on the final observations, in marking order, each on its episode's state; forgets the marks."""

@@ -51,6 +51,11 @@ def _no_changes(data: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def _with_schedule(cls: type, observation_space: Any, action_space: Any, kwargs: dict[str, Any]) -> Any:
+    """SB3 policies take a learning-rate schedule third; a teacher never trains, so any will do."""
+    return cls(observation_space, action_space, lambda _: 0.0, **kwargs)
+
+
 @dataclass(frozen=True)
 class Family:
     """One SB3 algorithm family: how its checkpoints are read, what pi and V_pi are, what student it gets."""
@@ -74,6 +79,7 @@ class Family:
     noise: Callable[[Any], Noise] = _no_noise
     noise_log_std: Callable[[Teacher], Tensor | None] = _no_log_std  # a state-independent Gaussian's log std
     policy_kwargs: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] = _no_changes  # (data, kwargs)
+    build: Callable[[type, Any, Any, dict[str, Any]], Any] = _with_schedule  # (class, obs space, action space, kwargs)
     student_algo: Literal["PPO", "MaskablePPO"] = "PPO"
     masked: bool = False  # pi is restricted by the env's action_masks()
     session: Callable[[Teacher, int], Session] | None = None  # recurrent state per environment

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +30,7 @@ from distillcli.distributions import ActionDist, Categorical, DiagGaussian, gumb
 from distillcli.errors import DistillError
 from distillcli.metrics import atomic_write_bytes
 from distillcli.sb3.netspec import NetSpec, net_label
-from distillcli.sb3.policies import actor_critic_outputs, linear_widths
+from distillcli.sb3.policies import actor_critic_outputs, actor_outputs, linear_widths
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,16 @@ def _describe(space: gym.Space) -> str:
     return f"{type(space).__name__}{tuple(space.shape or ())} {dtype}" if dtype is not None else str(space)
 
 
+AUTO_MIN_WIDTH = 32  # a tiny teacher's half (ARS: one layer of 16 -> 8) cannot copy it: 32,32 can (score 0.99)
+
+
+def auto_widths(teacher_widths: list[int]) -> list[int]:
+    """``--student-net auto`` for an MLP: half the teacher's hidden widths (about a quarter of its parameters),
+    each at least 32, and at least two layers."""
+    widths = [max(AUTO_MIN_WIDTH, w // 2) for w in teacher_widths] or [AUTO_MIN_WIDTH]
+    return widths if len(widths) >= 2 else widths * 2
+
+
 def resolve_net(
     spec: NetSpec | str, teacher_widths: list[int], teacher_policy: BasePolicy, observation_space: gym.Space
 ) -> StudentNet:
@@ -79,7 +90,7 @@ def resolve_net(
         if image and teacher_cnn is not None:
             head = teacher_policy.mlp_extractor.policy_net if isinstance(teacher_policy, ActorCriticPolicy) else None
             return StudentNet([max(1, w // 2) for w in linear_widths(head)], max(1, teacher_cnn // 2))
-        return StudentNet([max(1, w // 2) for w in teacher_widths] or [32, 32])
+        return StudentNet(auto_widths(teacher_widths))
     if spec.kind == "mlp":
         return StudentNet(list(spec.layers))
     if not image:
@@ -265,21 +276,25 @@ class Student:
             from sb3_contrib import MaskablePPO
 
             algo_class, sde = MaskablePPO, {}
-        # The PPO hyperparameters are stored in student.zip so that RL fine-tuning starts from ours.
-        model = algo_class(
-            "MlpPolicy" if net.features_dim is None else "CnnPolicy",
-            venv,
-            learning_rate=learning_rate,
-            n_steps=n_steps,
-            batch_size=minibatch_size,
-            n_epochs=epochs,
-            gamma=gamma,
-            gae_lambda=gae_lambda,
-            policy_kwargs=policy_kwargs,
-            **sde,
-            device=device,
-            seed=seed,
-        )
+        # The PPO hyperparameters are stored in student.zip so that RL fine-tuning starts from ours. SB3 warns when
+        # the minibatch exceeds n_steps x n_envs: a run's environments grow from fewer, and distill's own updates
+        # never use SB3's buffer, so the warning would only mislead.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
+            model = algo_class(
+                "MlpPolicy" if net.features_dim is None else "CnnPolicy",
+                venv,
+                learning_rate=learning_rate,
+                n_steps=n_steps,
+                batch_size=minibatch_size,
+                n_epochs=epochs,
+                gamma=gamma,
+                gae_lambda=gae_lambda,
+                policy_kwargs=policy_kwargs,
+                **sde,
+                device=device,
+                seed=seed,
+            )
         if zero_critic:
             with torch.no_grad():
                 model.policy.value_net.weight.zero_()
@@ -305,6 +320,15 @@ class Student:
         if type(self.policy.action_dist) is CategoricalDistribution:
             return Categorical.from_logits(head), values
         return DiagGaussian(head, self.policy.log_std.expand_as(head)), values
+
+    def actor(self, obs: Tensor) -> ActionDist:
+        """pi_th(.|s) alone, without the critic: what a pure per-state loss needs (half the forward's work)."""
+        if self._plain is None or obs.dtype != torch.float32:
+            return actor_outputs(self.policy, obs)
+        head = _apply(self._plain[0], obs)
+        if type(self.policy.action_dist) is CategoricalDistribution:
+            return Categorical.from_logits(head)
+        return DiagGaussian(head, self.policy.log_std.expand_as(head))
 
     def act(self, obs: Tensor) -> Tensor:
         """Sample a ~ pi_th(.|s) for acting: the actor alone (no critic, no distribution object), the hot path

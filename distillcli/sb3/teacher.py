@@ -158,9 +158,29 @@ def _widths_products(arch: Any) -> int:
     return 0
 
 
+# policy_kwargs keys that SB3 0.x-1.x wrote and 2.x no longer takes, with the values that mean "nothing".
+OBSOLETE_KWARGS: dict[str, tuple[Any, ...]] = {"device": (), "sde_net_arch": (None, [])}
+
+
+def without_obsolete(kwargs: dict[str, Any], checkpoint: Checkpoint) -> dict[str, Any]:
+    """An old checkpoint's policy_kwargs without the keys SB3 2.x dropped: ``device`` (where to build, which the
+    loader decides) and an empty ``sde_net_arch``; a non-empty one described layers that no longer exist."""
+    kept = dict(kwargs)
+    for key, harmless in OBSOLETE_KWARGS.items():
+        if key not in kept:
+            continue
+        value = kept.pop(key)
+        if harmless and value not in harmless:
+            raise DistillError(
+                f"{checkpoint.path}: policy_kwargs {key}={short(value, 40)} builds layers SB3 "
+                "2.x no longer has; this checkpoint cannot be rebuilt"
+            )
+    return kept
+
+
 def check_kwargs_size(checkpoint: Checkpoint, kwargs: dict[str, Any]) -> None:
     """Refuse policy_kwargs that would build a network far larger than the checkpoint's own weights."""
-    big = [n for n in _numbers(kwargs) if n > MAX_KWARG_NUMBER or n < 0]
+    big = [n for n in _numbers(kwargs) if n > MAX_KWARG_NUMBER]
     if big:
         raise DistillError(f"{checkpoint.path}: policy_kwargs holds {big[0]}, no size a policy network has")
     weights = sum(t.numel() for t in checkpoint.policy_state.values() if isinstance(t, Tensor))
@@ -203,10 +223,10 @@ def load_teacher(
     """Rebuild the checkpoint's policy for these spaces and wrap it as a :class:`Teacher`."""
     cls, family = policy_class(checkpoint, trust)
     family.check_action_space(action_space)
-    kwargs = family.policy_kwargs(checkpoint.data, checkpoint.policy_kwargs(trust))
+    kwargs = family.policy_kwargs(checkpoint.data, without_obsolete(checkpoint.policy_kwargs(trust), checkpoint))
     check_kwargs_size(checkpoint, kwargs)
     try:
-        policy = cls(observation_space, action_space, lambda _: 0.0, **kwargs)
+        policy = family.build(cls, observation_space, action_space, kwargs)
         _load_state(policy, checkpoint.policy_state, family.acting_prefixes)
     except (RuntimeError, TypeError, ValueError, KeyError, AssertionError, AttributeError) as error:
         raise DistillError(
