@@ -130,8 +130,8 @@ def config_options(skip: tuple[str, ...] = ()) -> Callable[[Callable[..., None]]
 
 
 TRUST_HELP = (
-    "allow what runs code from the file: unpickling a checkpoint, an rl-zoo folder's packages and wrappers, a TorchScript "
-    "student; this invocation only, never from a file"
+    "allow what runs code from the file: unpickling a checkpoint, an rl-zoo folder's packages and wrappers, "
+    "a TorchScript student; this invocation only, never from a file"
 )
 
 
