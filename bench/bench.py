@@ -2,6 +2,8 @@
 
 Per environment (CartPole-v1 with the bundled teacher, LunarLander-v3 with distillcli/data/ppo-LunarLander-v3.zip):
 
+- speed: the default command's env steps to 95% of the teacher (32x32 student, seeds 0-2, an evaluation every
+  256 steps);
 - each distillation method x seed, with a quarter-size student (``auto``: half the teacher's widths) and, for the
   default method, a same-size one: env steps and wall seconds until the student's mean return (deterministic,
   10 episodes, checked every ``--eval-every`` steps) first reaches 95% of the teacher's, the final return ratio,
@@ -37,7 +39,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from distillcli import trainer
-from distillcli.config import RunConfig
+from distillcli.config import DEFAULT_METHOD, RunConfig
 from distillcli.envs import make_env
 from distillcli.methods import method_names
 from distillcli.rollout import Collector
@@ -83,7 +85,10 @@ ENVS = {
          "ent_coef": 0.01},
     ),
 }  # fmt: skip
-DEFAULT_METHODS = ["expected-entropy", "on-policy-distill", "n-distill", "teacher-distill", "bc", "dagger", "rl"]
+DEFAULT_METHODS = [DEFAULT_METHOD, "expected-entropy", "n-distill", "teacher-distill", "bc", "dagger", "rl"]
+SPEED_SEEDS = (0, 1, 2)
+SPEED_EVAL_EVERY = 256  # an evaluation after every early update: the bars are 1,024-10,000 env steps
+SPEED_STEPS = 12_288
 
 
 def first_reach(run_dir: Path, target: float) -> tuple[float | None, float | None]:
@@ -96,6 +101,23 @@ def first_reach(run_dir: Path, target: float) -> tuple[float | None, float | Non
     return None, None
 
 
+def speed_runs(env: Env, scratch: Path) -> list[dict[str, Any]]:
+    """The default command's env steps to 95% of the teacher, 32x32 student, seeds 0-2, evaluated every 256 steps
+    (the speed bar: the bundled CartPole teacher and the LunarLander bench teacher)."""
+    runs = []
+    for seed in SPEED_SEEDS:
+        out = scratch / f"{env.env_id}-speed-{seed}"
+        config = RunConfig(
+            teacher=env.teacher, seed=seed, steps=SPEED_STEPS, eval_every=SPEED_EVAL_EVERY, out=str(out),
+            student_net="32,32",
+        )  # fmt: skip
+        summary = run_distillation(config, force=True).to_json()
+        steps95, wall95 = first_reach(out, target_of(summary["teacher_return"]))
+        runs.append({"seed": seed, "steps_to_95": steps95, "wall_to_95": wall95, "score": summary["score"]})
+        print(f"  speed, {DEFAULT_METHOD} seed {seed}: steps to 95% {steps95}", flush=True)
+    return runs
+
+
 def target_of(teacher_return: float) -> float:
     """95% of the teacher's return (for a negative return: within 5% of it, as return_ratio counts)."""
     return 0.95 * teacher_return if teacher_return > 0 else teacher_return / 0.95
@@ -103,7 +125,7 @@ def target_of(teacher_return: float) -> float:
 
 def distill_runs(env: Env, methods: list[str], seeds: list[int], scratch: Path) -> list[dict[str, Any]]:
     runs = []
-    jobs = [(m, s, "auto") for m in methods for s in seeds] + [("expected-entropy", s, "same") for s in seeds]
+    jobs = [(m, s, "auto") for m in methods for s in seeds] + [(DEFAULT_METHOD, s, "same") for s in seeds]
     for method, seed, size in jobs:
         out = scratch / f"{env.env_id}-{method}-{seed}-{size}"
         config = RunConfig(
@@ -243,18 +265,18 @@ def loop_throughput(
         finally:
             inside[0] = False
 
-    original = {"collect": Collector.collect, "env": DummyVecEnv.step, "teacher": Collector._teacher,
+    original = {"collect": Collector.collect, "env": DummyVecEnv.step_wait, "teacher": Collector._teacher,
                 "act": Collector._act, "update": trainer.update}  # fmt: skip
     try:
         Collector.collect = collect  # type: ignore[method-assign]
-        DummyVecEnv.step = timed("env", original["env"])  # type: ignore[method-assign]
+        DummyVecEnv.step_wait = timed("env", original["env"])  # type: ignore[method-assign]
         Collector._teacher = timed("teacher", original["teacher"])  # type: ignore[method-assign]
         Collector._act = timed("act", original["act"])  # type: ignore[method-assign]
         trainer.update = timed("update", original["update"], only_inside=False)
         summary = run_distillation(config, force=True).to_json()
     finally:
         Collector.collect = original["collect"]  # type: ignore[method-assign]
-        DummyVecEnv.step = original["env"]  # type: ignore[method-assign]
+        DummyVecEnv.step_wait = original["env"]  # type: ignore[method-assign]
         Collector._teacher = original["teacher"]  # type: ignore[method-assign]
         Collector._act = original["act"]  # type: ignore[method-assign]
         trainer.update = original["update"]
@@ -278,7 +300,7 @@ def main() -> None:
     parser.add_argument("--ppo-seeds", default="0")
     parser.add_argument("--full", action="store_true", help="every method, 5 seeds, 3 PPO seeds, long PPO budget")
     parser.add_argument("--repeats", type=int, default=3, help="throughput measurements per env (median)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: distill,ppo,throughput")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: speed,distill,ppo,throughput")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "bench.json")
     args = parser.parse_args()
     if args.full:
@@ -301,6 +323,8 @@ def main() -> None:
             env = ENVS[name]
             print(f"{name}:", flush=True)
             entry: dict[str, Any] = {"budget": env.steps, "eval_every": env.eval_every}
+            if "speed" not in skip:
+                entry["speed"] = speed_runs(env, scratch)
             if "distill" not in skip:
                 entry["runs"] = distill_runs(env, methods, seeds, scratch)
             if "ppo" not in skip:
@@ -354,6 +378,13 @@ def _cores() -> int:
 def print_tables(results: dict[str, Any]) -> None:
     for name, entry in results["envs"].items():
         print(f"\n### {name}\n")
+        if "speed" in entry:
+            steps = [r["steps_to_95"] for r in entry["speed"]]
+            shown = " / ".join(f"{s:,}" if s is not None else "-" for s in steps)
+            reached = [s for s in steps if s is not None]
+            median = f"{statistics.median(reached):,.0f}" if len(reached) == len(steps) else "not all seeds"
+            print(f"default command ({DEFAULT_METHOD}, 32x32), env steps to 95%, seeds 0/1/2: {shown} "
+                  f"(median {median})\n")  # fmt: skip
         if "runs" in entry:
             print("| method | student | return ratio (mean) | reached 95% | env steps to 95% (median) | "
                   "s to 95% (median) |")  # fmt: skip

@@ -8,23 +8,52 @@ matplotlib) is imported until a command needs it, so ``--help``, ``methods`` and
 
 from __future__ import annotations
 
-import functools
-import inspect
-import json
-import sys
-import typing
-from collections.abc import Callable
-from dataclasses import fields
-from pathlib import Path
-from typing import Annotated, Any, Optional
+import os
+import signal
+import threading
+from typing import Any
 
-import typer
-from typer.exceptions import Abort, TyperException
 
-from distillcli import __version__
-from distillcli.config import RunConfig, field_type
-from distillcli.errors import DistillError, short
-from distillcli.metrics import jsonable
+def _interrupted_while_loading(signum: int, frame: object) -> None:
+    """End the command now, in one line (nothing is held that needs saving or putting back)."""
+    os.write(2, b"error: interrupted\n")
+    os._exit(128 + signum)
+
+
+def _while_loading() -> dict[int, Any]:
+    """First, before the modules below load (about a second): a Ctrl-C, SIGTERM or SIGHUP then ends as one line,
+    not an import traceback or a silent death. Only signals not ignored (a background job ignores Ctrl-C); the
+    handlers are restored once the module is loaded."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    return {
+        sig: signal.signal(sig, _interrupted_while_loading)
+        for sig in stops
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
+
+
+_LOADING = _while_loading()
+
+import functools  # noqa: E402
+import inspect  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import typing  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager, suppress  # noqa: E402
+from dataclasses import fields  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Annotated, Optional  # noqa: E402
+
+import typer  # noqa: E402
+from typer.exceptions import Abort, TyperException  # noqa: E402
+
+from distillcli import __version__  # noqa: E402
+from distillcli.config import RunConfig, field_type  # noqa: E402
+from distillcli.errors import DistillError, Stop, short  # noqa: E402
+from distillcli.metrics import jsonable  # noqa: E402
 
 app = typer.Typer(
     name="distill",
@@ -100,7 +129,10 @@ def config_options(skip: tuple[str, ...] = ()) -> Callable[[Callable[..., None]]
     return decorate
 
 
-TRUST_HELP = "allow unpickling the checkpoint (runs code from the file); this invocation only, never from a file"
+TRUST_HELP = (
+    "allow what runs code from the file: unpickling a checkpoint, an rl-zoo folder's packages and wrappers, "
+    "a TorchScript student; this invocation only, never from a file"
+)
 
 
 @app.command()
@@ -630,28 +662,80 @@ def _show_comparison(records: list[Any], document: dict[str, Any], json_out: boo
     out.print("wrote " + ", ".join(files.values()), soft_wrap=True, highlight=False, markup=False)
 
 
+# SIGTERM (a scheduler, `kill`) and SIGHUP (a closed terminal, a dropped SSH session) stop a command the way Ctrl-C
+# does. Outside a run directory there is nothing to save or put back, so the command ends at once with one line:
+# an exception raised at an arbitrary point (inside an import of torch's C++ extensions, say) can abort the process.
+# A run directory, while it is held, turns them into KeyboardInterrupt (rundir.RunDir), so its run can save its
+# student or put the directory back, and then ends here as one line too.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def _stop_signals() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    Stop.signum = signal.SIGINT
+    previous = {
+        sig: signal.signal(sig, _interrupted_while_loading)
+        for sig in STOP_SIGNALS
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _error(text: str) -> None:
+    """One line on stderr; a terminal that went away (SIGHUP) cannot turn it into a traceback."""
+    with suppress(OSError, ValueError):
+        print(f"error: {short(text, 2000)}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     """Entry point: run the app, turning every user error into one line on stderr and a non-zero exit."""
     code = 0
-    try:
-        result = app(standalone_mode=False, prog_name="distill")
-        code = result if isinstance(result, int) else 0  # Typer returns 130 for a Ctrl-C it caught itself
-        if code == 130:
-            print("error: interrupted", file=sys.stderr)
-    except DistillError as error:
-        print(f"error: {short(error, 2000)}", file=sys.stderr)
-        code = 2
-    except (Abort, KeyboardInterrupt):
-        print("error: interrupted", file=sys.stderr)
-        code = 130
-    except TyperException as error:
-        message = error.format_message()
-        if message:  # `distill` alone shows the help and has nothing to add
-            print(f"error: {short(message, 2000)}", file=sys.stderr)
-        code = error.exit_code
+    with _stop_signals():
+        try:
+            result = app(standalone_mode=False, prog_name="distill")
+            code = result if isinstance(result, int) else 0  # Typer returns 130 for a Ctrl-C it caught itself
+            if code == 130:
+                _error("interrupted")
+                code = 128 + Stop.signum
+        except DistillError as error:
+            _error(str(error))
+            code = 2
+        except (Abort, KeyboardInterrupt):
+            _error("interrupted")
+            code = 128 + Stop.signum
+        except TyperException as error:
+            message = error.format_message()
+            if message:  # `distill` alone shows the help and has nothing to add
+                _error(message)
+            code = error.exit_code
+        except BrokenPipeError:  # `distill ... | head`: the reader left; say nothing more on that pipe
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            code = 128 + signal.SIGPIPE
+        except Exception as error:  # not a user mistake distill knows: still one line (DISTILL_DEBUG=1: traceback)
+            if os.environ.get("DISTILL_DEBUG"):
+                raise
+            if isinstance(error, OSError) and error.filename is not None:  # a path the system refused (too long)
+                _error(f"{short(error.filename, 200)}: {error.strerror or short(error)}")
+                code = 2
+            elif isinstance(error, MemoryError):
+                _error("out of memory (smaller --n-envs, --n-steps, --minibatch-size or --student-net need less)")
+                code = 1
+            else:
+                _error(f"internal error ({type(error).__name__}: {short(error)}); please report it")
+                code = 1
     if code:
         raise SystemExit(code)
 
+
+for _signal, _handler in _LOADING.items():  # loaded: main() handles them from here
+    signal.signal(_signal, _handler)
 
 if __name__ == "__main__":
     main()

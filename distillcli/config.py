@@ -22,9 +22,26 @@ from typing import Any, Literal, get_args, get_origin
 
 from distillcli.choices import Baseline, Control, EpisodeEnds, KLDirection, LossOffset
 from distillcli.errors import DistillError, short
+from distillcli.metrics import read_bounded
 
 DEFAULT_METHOD = "on-policy-distill"
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few hundred bytes
+MAX_SEGMENT = 1 << 20  # states per segment (--n-envs x --n-steps); the defaults' is 2,048
+
+
+PATH_MAX, NAME_MAX = 4096, 255  # Linux's limits on a path and on one of its names
+
+
+def check_path(text: str, option: str) -> None:
+    """One line for a path no file system takes (a NUL byte, an over-long name) instead of an OSError later."""
+    if "\0" in text:
+        raise DistillError(f"{option} holds a NUL character")
+    try:
+        encoded = os.fsencode(text)
+    except UnicodeError:
+        raise DistillError(f"{option} {short(text, 80)}: not a valid file name") from None
+    if len(encoded) >= PATH_MAX or any(len(part) > NAME_MAX for part in encoded.split(b"/")):
+        raise DistillError(f"{option} {short(text, 80)}: file name too long")
 
 
 def smoke() -> bool:
@@ -127,17 +144,13 @@ class RunConfig:
     def from_file(cls, path: Path) -> dict[str, Any]:
         """The options a config file sets, validated by name and type. Keys of earlier versions that only the
         command line may set now (``force``, ``trust_checkpoint``) are ignored: a file never turns them on."""
+        check_path(str(path), "--config")
+        if not os.path.lexists(path):
+            raise DistillError(f"config file not found: {short(path)}")
+        raw = read_bounded(path, MAX_CONFIG_BYTES, "config file")  # never a FIFO or /dev/zero
         try:
-            if not path.is_file():
-                raise DistillError(f"config file {short(path)} is not a file" if path.exists() else "")
-            if path.stat().st_size > MAX_CONFIG_BYTES:
-                raise DistillError(
-                    f"config file {short(path)} is over {MAX_CONFIG_BYTES:,} bytes: not a distill config"
-                )
-            data = json.loads(path.read_text())
-        except DistillError as error:
-            raise DistillError(str(error) or f"config file not found: {short(path)}") from None
-        except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
             raise DistillError(f"config file {short(path)} is not JSON (write one with `distill run`)") from None
         if not isinstance(data, dict):
             raise DistillError(f"config file {short(path)} must hold a JSON object")
@@ -174,10 +187,19 @@ class RunConfig:
         for name, limit in limits.items():
             if getattr(self, name) > limit:
                 raise DistillError(f"--{name.replace('_', '-')} must be at most {limit}, got {getattr(self, name)}")
+        if self.n_envs * self.n_steps > MAX_SEGMENT:  # every state of a segment is held at once, with its targets
+            raise DistillError(
+                f"--n-envs x --n-steps must be at most {MAX_SEGMENT:,} states per segment, got "
+                f"{self.n_envs} x {self.n_steps} = {self.n_envs * self.n_steps:,}"
+            )
         if self.steps < 0:
             raise DistillError(f"--steps must be positive (or 0 for the task's default), got {self.steps}")
         if self.epochs < 0:
             raise DistillError(f"--epochs must be positive (or 0 for the method's default), got {self.epochs}")
+        # Passes and minibatches past these are no schedule anyone runs, only a config file that never ends.
+        for name, limit in {"epochs": 1000, "minibatch_size": MAX_SEGMENT, "steps": 10**12}.items():
+            if getattr(self, name) > limit:
+                raise DistillError(f"--{name.replace('_', '-')} must be at most {limit:,}, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**32:
             raise DistillError(f"--seed must be in [0, 2**32), got {self.seed}")
         if not (math.isfinite(self.proximal_lambda) and self.proximal_lambda >= 0):
@@ -202,6 +224,10 @@ class RunConfig:
             raise DistillError(f"--max-grad-norm must be positive, got {self.max_grad_norm}")
         if not (math.isfinite(self.logprob_floor) and -1000 <= self.logprob_floor < 0):
             raise DistillError(f"--logprob-floor must be a negative number down to -1000, got {self.logprob_floor}")
+        for name in ("out", "teacher"):
+            value = getattr(self, name)
+            if value is not None and not value.startswith(("hf:", "bundled:")):
+                check_path(value, f"--{name}")
         if self.device not in ("auto", "cpu") and not (
             self.device == "cuda" or (self.device.startswith("cuda:") and self.device[5:].isdigit())
         ):

@@ -372,7 +372,7 @@ def atari_stack(env_id: str, recorded_shape: Any) -> EnvStack | None:
     if image is None or not is_atari(env_id):
         return None
     height, width, frames = image
-    if height != width:
+    if height != width or height > 1024 or frames > 64:  # a hand-edited shape must not allocate gigabytes
         return None
     kwargs = {} if height == 84 else {"screen_size": height}
     atari = resolve_class(ATARI_WRAPPER, gym.Wrapper, False, "atari")

@@ -11,17 +11,30 @@ import csv
 import io
 import json
 import math
+import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillcli.errors import DistillError
-from distillcli.metrics import atomic_write_bytes, jsonable
+from distillcli.config import check_path
+from distillcli.errors import DistillError, short
+from distillcli.metrics import atomic_write_bytes, jsonable, open_regular, read_bounded
 from distillcli.sb3.netspec import net_label
 from distillcli.stats import REACHED, mean_ci, progress, reached
 
 TABLE_MD, TABLE_CSV, RUNS_CSV, PLOT = "table.md", "table.csv", "runs.csv", "curves.png"
 MAX_DEPTH = 8  # directory levels searched below each DIR for run directories
+MAX_DIRS = 100_000  # directories looked at below each DIR
+MAX_JSON_BYTES = 1 << 20  # a summary.json or config.json
+MAX_LINE = 1 << 16  # a metrics.jsonl row
+MAX_METRICS_BYTES = 1 << 30
+MAX_NUMBER = 1e15  # no return, step count or time a run writes is larger: anything past it is a damaged file
+
+
+def _text(value: object, limit: int = 120) -> str:
+    """A value from a run directory as text that is safe to print: one line, printable (no terminal escapes)."""
+    return short(value, limit)
 
 
 @dataclass
@@ -46,7 +59,7 @@ class RunRecord:
 
     def _summary_float(self, key: str) -> float:
         value = (self.summary or {}).get(key)
-        return float(value) if isinstance(value, int | float) else math.nan
+        return _number_or_nan(value)
 
     @property
     def teacher_return(self) -> float:
@@ -100,29 +113,37 @@ class RunRecord:
         }
 
 
+def _number_or_nan(value: Any) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and abs(value) <= MAX_NUMBER
+    return float(value) if ok else math.nan
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(read_bounded(path, MAX_JSON_BYTES))
+    except (DistillError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 
 
 def _read_curve(path: Path) -> list[tuple[float, float]]:
+    """(env steps, student return) of each eval row; a FIFO, a device or a huge file is not read."""
     curve: list[tuple[float, float]] = []
     try:
-        lines = path.read_text().splitlines()
-    except OSError:
+        with os.fdopen(open_regular(path, os.O_RDONLY, "metrics file"), "rb") as handle:
+            total = 0
+            while total < MAX_METRICS_BYTES and (line := handle.readline(MAX_LINE)):
+                total += len(line)
+                try:
+                    row = json.loads(line)
+                except (ValueError, RecursionError):
+                    continue  # a run killed mid-line leaves a partial last line; the rest is good
+                if isinstance(row, dict) and row.get("kind") == "eval":
+                    steps, student = _number_or_nan(row.get("env_steps")), _number_or_nan(row.get("student_return"))
+                    if math.isfinite(steps) and math.isfinite(student):
+                        curve.append((steps, student))
+    except (DistillError, OSError):
         return curve
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a run killed mid-line leaves a partial last line; the rest is good
-        if isinstance(row, dict) and row.get("kind") == "eval":
-            steps, student = row.get("env_steps"), row.get("student_return")
-            if isinstance(steps, int | float) and isinstance(student, int | float):
-                curve.append((float(steps), float(student)))
     return curve
 
 
@@ -142,18 +163,43 @@ def read_run(run_dir: Path, name: str | None = None) -> RunRecord | None:
     if (run_dir / "summary.json").is_file() and summary is None:
         status, error = "failed", "summary.json is not readable JSON"
     seed = source.get("seed")
+    net = source.get("student_net", "?")
     return RunRecord(
-        name=name or run_dir.name,
+        name=_text(name or run_dir.name),
         run_dir=str(run_dir),
-        method=str(source.get("method", "?")),
-        seed=seed if isinstance(seed, int) else None,
-        net=net_label(source.get("student_net", "?")),
-        env_id=str(source.get("env_id") or config.get("env") or "") or None,
-        status=status,
+        method=_text(source.get("method", "?"), 60),
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        net=_text(net_label(net if isinstance(net, str | list) else "?"), 60),
+        env_id=_text(source.get("env_id") or config.get("env") or "", 80) or None,
+        status=_text(status, 40),
         error=error,
         summary=summary,
         curve=_read_curve(run_dir / "metrics.jsonl"),
     )
+
+
+def _run_dirs(top: Path) -> list[Path]:
+    """The run directories at and below ``top``: at most MAX_DEPTH levels down and MAX_DIRS directories, never
+    through a link (no loops) or into a hidden folder (an earlier run that --force moved aside)."""
+    if is_run_dir(top):
+        return [top]
+    found, stack, seen = [], [(top, 0)], 0
+    while stack and seen < MAX_DIRS:
+        folder, level = stack.pop()
+        seen += 1
+        if level and is_run_dir(folder):
+            found.append(folder)
+        if level >= MAX_DEPTH:
+            continue
+        try:
+            with os.scandir(folder) as entries:
+                subfolders = [
+                    Path(e.path) for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+                ]
+        except OSError:
+            continue
+        stack.extend((sub, level + 1) for sub in subfolders)
+    return sorted(found)
 
 
 def find_runs(dirs: list[Path]) -> list[RunRecord]:
@@ -161,10 +207,12 @@ def find_runs(dirs: list[Path]) -> list[RunRecord]:
     records: list[RunRecord] = []
     seen: set[Path] = set()
     for top in dirs:
+        check_path(str(top), "DIR")
         if not top.is_dir():
-            raise DistillError(f"{top} is not a directory" if top.exists() else f"no such directory: {top}")
-        found = [top] if is_run_dir(top) else sorted({p.parent for p in top.rglob("*.json") if is_run_dir(p.parent)})
-        found = [d for d in found if not any(part.startswith(".") for part in d.relative_to(top).parts)]
+            raise DistillError(
+                f"{short(top)} is not a directory" if top.exists() else f"no such directory: {short(top)}"
+            )
+        found = _run_dirs(top)
         if not found:
             raise DistillError(
                 f"no runs in {top} (a run directory holds the config.json and summary.json of distill run)"
@@ -348,14 +396,14 @@ def plot(records: list[RunRecord]) -> bytes:
             # Each run is interpolated between its own evaluations only (no extrapolation past its last).
             curves.append(np.where(grid <= steps.max(), np.interp(grid, steps, ratios), np.nan))
         stack = np.vstack(curves)
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a column of NaN (damaged curves) stays NaN, silently
             mean = np.nanmean(stack, axis=0)
+            low, high = np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
         label = g.method + (f" {g.net}" if several_nets else "") + (f" ({g.env_id})" if several_envs else "")
         (line,) = axes.plot(grid, mean, label=f"{label} (n={len(runs)})")
         if len(runs) > 1:
-            axes.fill_between(
-                grid, np.nanmin(stack, axis=0), np.nanmax(stack, axis=0), alpha=0.2, color=line.get_color()
-            )
+            axes.fill_between(grid, low, high, alpha=0.2, color=line.get_color())
         drawn += 1
     axes.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
     axes.axhline(REACHED, color="grey", linewidth=0.8, linestyle=":")
@@ -401,10 +449,13 @@ def report(dirs: list[Path], out: Path | None) -> tuple[list[RunRecord], dict[st
     """``distill report``: the table and plot of existing run directories."""
     if not dirs:
         raise DistillError("give at least one directory of runs")
+    for top in dirs:
+        check_path(str(top), "DIR")
     if out is None:
         if len(dirs) > 1:
             raise DistillError("several directories: say where the table goes with --out DIR")
         out = dirs[0]
+    check_path(str(out), "--out")
     records = find_runs(dirs)
     if out.exists() and not out.is_dir():
         raise DistillError(f"--out {out} exists and is not a directory")

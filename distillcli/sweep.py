@@ -12,11 +12,13 @@ before anything starts or is written; what fails inside one run is reported in t
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -29,7 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from distillcli.config import RunConfig
-from distillcli.errors import DistillError
+from distillcli.errors import DistillError, short
 from distillcli.methods import get_method, method_names
 from distillcli.report import RunRecord, document, is_run_dir, read_run, write_report
 from distillcli.sb3.netspec import NetSpec, net_label
@@ -112,7 +114,7 @@ class Plan:
 
 def plan(options: SweepOptions) -> Plan:
     """Check everything shared by the runs, once, and list the runs still to do."""
-    from distillcli.run.pipeline import parse_schedule, task_budget
+    from distillcli.run.pipeline import check_sizes, check_teacher_outputs, parse_schedule, task_budget
     from distillcli.run.setup import check_action_masks, prepare_run, require_teacher_value
     from distillcli.sb3.student import resolve_net
 
@@ -130,6 +132,7 @@ def plan(options: SweepOptions) -> Plan:
     parse_schedule("reward-weight", base.reward_weight)
     # With Ray the device is the workers' business: the machine that submits may have no GPU.
     setup = prepare_run(base, options.trust, "cpu" if options.backend == "ray" else None)
+    check_teacher_outputs(setup, base.seed)
     for name in options.methods:
         require_teacher_value(get_method(name), setup.teacher)
     check_action_masks(setup, base.seed)
@@ -137,7 +140,10 @@ def plan(options: SweepOptions) -> Plan:
     # to the same student in the worker.
     specs = options.nets or [NetSpec.parse(base.student_net)]
     teacher = setup.teacher
-    nets = [str(resolve_net(spec, teacher.hidden_widths, teacher.policy, setup.observation_space)) for spec in specs]
+    resolved = [resolve_net(spec, teacher.hidden_widths, teacher.policy, setup.observation_space) for spec in specs]
+    for student in resolved:
+        check_sizes(base, student, setup.observation_space)
+    nets = [str(student) for student in resolved]
     nets = _distinct("--student-nets", nets)  # auto may equal an explicit size
     out = options.out or Path("runs") / f"sweep-{setup.env_id.replace('/', '-')}"
     if out.exists() and not out.is_dir():
@@ -199,13 +205,36 @@ def _check_same(previous: RunRecord, config: RunConfig) -> None:
 # ------------------------------------------------------------------------------------------- the worker
 
 _queue: Any = None  # a local worker's channel to the progress view (set by _init_local_worker)
+_parent: int | None = None  # a local worker's sweep process
 
 
-def _init_local_worker(queue: Any) -> None:
-    global _queue
-    _queue = queue
+def _init_local_worker(queue: Any, parent: int | None = None) -> None:
+    global _queue, _parent
+    _queue, _parent = queue, parent
     # Ctrl-C reaches every process of the terminal's group; the sweep decides what to stop (LocalBackend.stop).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        _stop_with(parent)
+
+
+def _orphaned() -> bool:
+    return _parent is not None and os.getppid() != _parent
+
+
+def _stop_with(parent: int) -> None:
+    """A worker whose sweep died (SIGKILL, a crash) gets SIGTERM, which stops its run the way the sweep's own stop
+    does (the student so far is saved), instead of training on as an orphan. Linux sends it when the parent dies
+    (PR_SET_PDEATHSIG); a thread that watches the parent covers other systems and a parent gone before that."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="distill-parent-watch", daemon=True).start()
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -256,7 +285,10 @@ def execute(task: Task, queue: Any = None) -> RunRecord:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    return _record(task, error)
+    record = _record(task, error)
+    if _orphaned():  # the sweep is gone: its run is saved, and nobody is left to take the record or more tasks
+        os._exit(0)
+    return record
 
 
 def _record(task: Task, error: str) -> RunRecord:
@@ -273,7 +305,7 @@ def _record(task: Task, error: str) -> RunRecord:
             "failed",
         )
     if error:
-        record.error = error
+        record.error = short(error)  # printed by the progress view and the table: one printable line
         if record.status in ("finished", "incomplete", "unknown"):
             record.status = "failed"
     return record
@@ -302,7 +334,9 @@ class LocalBackend:
     def __init__(self, jobs: int) -> None:
         context = multiprocessing.get_context("spawn")
         self.queue = context.Queue()
-        self.pool = ProcessPoolExecutor(jobs, context, initializer=_init_local_worker, initargs=(self.queue,))
+        self.pool = ProcessPoolExecutor(
+            jobs, context, initializer=_init_local_worker, initargs=(self.queue, os.getpid())
+        )
         self.running: dict[Future[RunRecord], Task] = {}
         self.pids: dict[str, int] = {}
         self.stopping = False
@@ -493,7 +527,8 @@ def sweep(options: SweepOptions, watcher: Watcher | None = None) -> Result:
 
     handlers: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal or SSH session went away
+        handlers = {sig: signal.signal(sig, on_signal) for sig in stops}
     clean = False
     try:
         _claim(the_plan.out)

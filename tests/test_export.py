@@ -344,7 +344,9 @@ def test_torchscript_export_matches_predict(cli: CLI, cartpole: Path, tmp_path: 
     assert np.array_equal(module(torch.as_tensor(raw)).numpy(), expected)
     front = yaml.safe_load((tmp_path / "README.md").read_text().split("---")[1])
     assert front["library_name"] == "pytorch" and "torchscript" in front["tags"]
-    report = _eval_json(cli, out)
+    # PyTorch treats loading TorchScript as running its code: distill eval needs the flag typed for it.
+    _one_line(cli("eval", out, "--episodes", "1"), "TorchScript", "--trust-checkpoint")
+    report = _eval_json(cli, out, "--trust-checkpoint")
     assert report["format"] == "torchscript" and report["return_mean"] == report["zip_return_mean"]
 
 
@@ -522,3 +524,33 @@ def test_mujoco_video_where_mujoco_is_installed(cli: CLI, tmp_path: Path) -> Non
     else:
         _one_line(result, "cannot render Hopper-v5")
         assert not out.exists()
+
+
+def test_a_hostile_sidecar_is_checked_like_a_run_directory(cli: CLI, cartpole: Path, tmp_path: Path) -> None:
+    """distill eval FILE.onnx builds its env from the sidecar when the zip is gone: the same checks as env.json (no
+    rendering, no file-writing wrapper arguments, bounded episodes), and a sidecar that is not a regular file is
+    never read."""
+    import os
+
+    out = tmp_path / "export" / "student.onnx"
+    assert cli("export", cartpole, "--out", out, "--episodes", "1").code == 0
+    sidecar = _sidecar(out)
+    sidecar["student_zip"] = "gone.zip"  # the env comes from the sidecar alone
+    canary = tmp_path / "canary.txt"
+    canary.write_text("the user's file\n")
+    hostile = {
+        "render_mode human": ({"env_kwargs": {"render_mode": "human"}}, "render_mode"),
+        "VecMonitor filename": (
+            {"vec_env_wrapper": [{"stable_baselines3.common.vec_env.VecMonitor": {"filename": str(canary)}}]},
+            "filename",
+        ),
+        "endless episodes": ({"env_kwargs": {"max_episode_steps": 10**8}}, "max_episode_steps"),
+        "huge frame stack": ({"frame_stack": 10**6}, "frame_stack"),
+    }
+    for change, expected in hostile.values():
+        out.with_suffix(".json").write_text(json.dumps({**sidecar, "env": {**sidecar["env"], **change}}))
+        _one_line(cli("eval", out, "--episodes", "1"), expected)
+    assert canary.read_text() == "the user's file\n"
+    out.with_suffix(".json").unlink()
+    os.mkfifo(out.with_suffix(".json"))  # never waited on
+    _one_line(cli("eval", out, "--episodes", "1"), "student.json")

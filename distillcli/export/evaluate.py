@@ -4,6 +4,7 @@ its student.zip, the latency table (``--latency``), and the videos (``--video``)
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from distillcli.export.graph import MASK, Deployable
 from distillcli.export.latency import Row, act_row, eager_act, one_thread, predict_row, table
 from distillcli.export.runtime import Act, quantize_int8, runner, to_onnx, to_torchscript
 from distillcli.export.source import Observations, Policy, Source, collect, episodes_returns, open_env, source_for
+from distillcli.metrics import read_bounded
 from distillcli.sb3.teacher import Teacher
 from distillcli.stats import score
 
@@ -30,13 +32,17 @@ def exported_format(path: Path) -> str | None:
     return next((fmt for fmt, suffix in SUFFIXES.items() if path.suffix.lower() == suffix), None)
 
 
+MAX_SIDECAR_BYTES = 1 << 20  # distill export writes a few KB
+
+
 def read_sidecar(path: Path) -> dict[str, Any]:
     side = sidecar_path(path)
-    if not side.is_file():
+    if not os.path.lexists(side):
         raise DistillError(f"no {side.name} beside {short(path.name, 80)}: distill export writes the two together")
+    raw = read_bounded(side, MAX_SIDECAR_BYTES, "export sidecar")  # never a FIFO or /dev/zero
     try:
-        data = json.loads(side.read_text())
-    except (OSError, ValueError):
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
         raise DistillError(f"{short(side)} is not JSON (distill export writes it)") from None
     if not isinstance(data, dict) or not isinstance(data.get("env"), dict) or not isinstance(data.get("inputs"), list):
         raise DistillError(f"{short(side)} is not an export sidecar (no env or inputs)")
@@ -46,22 +52,20 @@ def read_sidecar(path: Path) -> dict[str, Any]:
 def sidecar_stack(data: dict[str, Any], env: str | None, trust: bool, where: str) -> EnvStack:
     """The env the sidecar describes (its statistics are inside the graph, so none here)."""
     from distillcli.envs import register_hinted
-    from distillcli.zoo import parse_wrappers
+    from distillcli.zoo import check_env_kwargs, frame_stack_of, parse_wrappers
 
     env_id = env or data.get("env_id")
     if not isinstance(env_id, str) or not env_id:
         raise DistillError(f"{where}: no env_id; pass --env")
     register_hinted(env_id)
-    kwargs = data.get("env_kwargs") or {}
-    frame_stack = data.get("frame_stack") or 0
-    if not isinstance(kwargs, dict) or isinstance(frame_stack, bool) or not isinstance(frame_stack, int):
-        raise DistillError(f"{where}: env_kwargs must be a mapping and frame_stack a number")
+    # The same checks as a run directory's env.json: no rendering, no paths without the flag, bounded episodes,
+    # allow-listed wrappers and their keyword arguments, at most 64 stacked frames.
     return EnvStack(
         env_id,
-        env_kwargs=dict(kwargs),
+        env_kwargs=check_env_kwargs(data.get("env_kwargs"), trust, where),
         env_wrappers=parse_wrappers(data.get("env_wrapper"), gym.Wrapper, trust, f"{where} env_wrapper"),
         vec_env_wrappers=parse_wrappers(data.get("vec_env_wrapper"), VecEnvWrapper, trust, f"{where} vec_env_wrapper"),
-        frame_stack=max(0, frame_stack),
+        frame_stack=frame_stack_of(data.get("frame_stack"), f"{where} frame_stack"),
         source="export sidecar",
     )
 
@@ -144,6 +148,12 @@ def evaluate_exported(
     assert fmt is not None
     if not path.is_file():
         raise DistillError(f"model not found: {short(path)}")
+    if fmt == "torchscript" and not trust:
+        # PyTorch's security policy: loading a TorchScript file is running its code.
+        raise DistillError(
+            f"{short(path.name, 80)} is TorchScript, a program that runs when loaded; evaluate it with "
+            "--trust-checkpoint if you trust whoever made it, or evaluate the .onnx export"
+        )
     data = read_sidecar(path)
     act = runner(path, fmt)
     source: Source | None = None

@@ -29,13 +29,14 @@ from distillcli.export.graph import (
 from distillcli.export.latency import act_row, eager_act, one_thread, predict_row, table
 from distillcli.export.runtime import OPSET, Act, quantize_int8, runner, serialise
 from distillcli.export.source import Observations, Source, collect, episodes_returns, load_source
-from distillcli.metrics import atomic_write_bytes, jsonable
+from distillcli.metrics import atomic_write_bytes, jsonable, read_bounded
 from distillcli.stats import score
 
 PARITY_OBSERVATIONS = 1000
 BOX_TOLERANCE = 1e-5  # Box actions: max |exported - predict|; discrete actions must be equal
 QUANTIZE_TOLERANCE = 0.02  # the int8 model's score may differ from the float model's by at most this
 CARD = "README.md"
+MAX_CARD_BYTES = 1 << 20  # a model card distill wrote is a few KB
 
 
 @dataclass
@@ -93,9 +94,9 @@ def check_outputs(out: Path, fmt: str, force: bool) -> None:
         if path.exists() and not force:
             raise DistillError(f"{short(path)} already exists (use --force to replace it, or --out)")
     if card.exists() and not force:
-        try:
-            ours = CARD_MARKER in card.read_text(errors="replace")
-        except OSError:
+        try:  # bounded, and never a FIFO waited on
+            ours = CARD_MARKER in read_bounded(card, MAX_CARD_BYTES, "model card").decode(errors="replace")
+        except DistillError:
             ours = False
         if not ours:
             raise DistillError(

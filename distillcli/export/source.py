@@ -17,6 +17,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecNormalize
 
 from distillcli.envs import EnvStack
 from distillcli.errors import DistillError, short
+from distillcli.metrics import read_bounded
 from distillcli.run.evaluate import MAX_EVAL_STEPS
 from distillcli.run.rundir import CONFIG, STUDENT, SUMMARY
 from distillcli.sb3.checkpoint import Checkpoint
@@ -30,11 +31,15 @@ CPU = torch.device("cpu")
 Policy = Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
 
 
+MAX_RECORD_BYTES = 1 << 20  # a config.json or summary.json is a few KB
+
+
 def read_json(path: Path) -> dict[str, Any]:
-    """A run directory's JSON record, or {} where it is missing or unreadable (it only adds to a card)."""
+    """A run directory's JSON record, or {} where it is missing, unreadable, not a regular file or too large (it
+    only adds to a card)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(read_bounded(path, MAX_RECORD_BYTES, "run record"))
+    except (DistillError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -7,11 +7,12 @@ is checked before the run directory is claimed, so a failed start leaves nothing
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import math
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -21,12 +22,13 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from distillcli import __version__
 from distillcli.config import RunConfig, smoke
+from distillcli.distributions import ActionDist
 from distillcli.envs import ConcatVecEnv, EnvStack
 from distillcli.errors import DistillError, short
 from distillcli.methods import Method, get_method
 from distillcli.metrics import MetricsSink
 from distillcli.objectives import ObjectiveOptions
-from distillcli.rollout import Collector
+from distillcli.rollout import Collector, masked, open_session, read_masks, to_env_actions
 from distillcli.run import rundir
 from distillcli.run.evaluate import EVAL_SEED_OFFSET, EvalResult, evaluate, latency_us, random_return
 from distillcli.run.rundir import ResumeState, Summary
@@ -153,13 +155,7 @@ def build_student(
     if teacher_noise is not None:
         student.start_noise_at(teacher_noise.to(setup.device))
     if resume is not None:
-        try:
-            student.policy.load_state_dict(resume.policy_state)
-            student.load_optimizer_state(resume.optimizer_state)
-        except (RuntimeError, ValueError, KeyError, TypeError) as error:
-            raise DistillError(
-                f"--resume: the saved student does not fit this run's options ({short(error)})"
-            ) from None
+        resume.restore(student)  # one line if it does not fit, before anything in the run directory changes
     return student
 
 
@@ -216,35 +212,150 @@ def run(
     setup = prepare_run(config, trust)
     say(setup.notices)
     require_teacher_value(method, setup.teacher)
+    check_teacher_outputs(setup, config.seed)
     net = resolve_net(config.student_net, setup.teacher.hidden_widths, setup.teacher.policy, setup.observation_space)
+    check_sizes(config, net, setup.observation_space)
     config = resolve(config, method, net, setup)
     settings = loop_settings(config, method)
     check_action_masks(setup, config.seed)
-    if resume is None:
-        run_dir = rundir.claim(config.out, setup.env_id, method.name, force)
-    elif resume.env_steps >= config.steps:
+    if resume is not None and resume.env_steps >= config.steps:
         raise DistillError(f"--resume: {resume.env_steps} env steps done already; raise --steps to continue")
+    # Locked until the run ends, and put back as it was found unless the student and the summary get saved.
+    if resume is None:
+        claimed = rundir.claim(config.out, setup.env_id, method.name, force)
     else:
-        run_dir = Path(str(config.out))
-    # A resumed run continues on fresh episodes rather than replaying the first ones.
-    start_steps = 0 if resume is None else resume.env_steps
-    seed = config.seed + start_steps
-    assert settings.envs is not None
-    venv = ConcatVecEnv([setup.make_env(settings.envs.envs_at(start_steps), seed)])
-    student = build_student(config, method, net, setup, venv, resume)
-    rundir.write_config(run_dir, replace(config, out=None))
-    write_env_files(setup.stack, run_dir)  # env.json (+ vecnormalize.pkl): the student's env, for deployment
-    collector = Collector(
-        venv, setup.teacher, setup.device, method.needs_teacher_value, lambda n, index: setup.make_env(n, seed + index)
-    )
-    sink = MetricsSink(run_dir, config.tensorboard)  # appends: a resumed run continues the same metrics.jsonl
-    evaluator = Evaluator(setup, config, student, sink)
-    teacher_eval, random = evaluator.teacher(), evaluator.random()
-    start_eval = evaluator.student_at(start_steps)
-    trained = Training(config, evaluator, progress, start_steps, start_eval)
+        claimed = rundir.reopen(Path(str(config.out)), resume)
+    run_dir = claimed.path
+    with claimed:
+        # A resumed run continues on fresh episodes rather than replaying the first ones.
+        start_steps = 0 if resume is None else resume.env_steps
+        seed = config.seed + start_steps
+        assert settings.envs is not None
+        venv = ConcatVecEnv([setup.make_env(settings.envs.envs_at(start_steps), seed)])
+        student = build_student(config, method, net, setup, venv, resume)  # a resumed student is checked first
+        rundir.write_config(run_dir, replace(config, out=None))
+        write_env_files(setup.stack, run_dir)  # env.json (+ vecnormalize.pkl): the student's env, for deployment
+        collector = Collector(
+            venv,
+            setup.teacher,
+            setup.device,
+            method.needs_teacher_value,
+            lambda n, index: setup.make_env(n, seed + index),
+        )
+        with MetricsSink(run_dir, config.tensorboard) as sink:  # appends: a resumed run continues metrics.jsonl
+            evaluator = Evaluator(setup, config, student, sink)
+            teacher_eval, random = evaluator.teacher(), evaluator.random()
+            start_eval = evaluator.student_at(start_steps)
+            trained = Training(config, evaluator, progress, start_steps, start_eval)
+            outcome = train_guarded(method, collector, student, settings, trained, venv)
+            kl_start = start_eval.kl_teacher_student if resume is None else resume.kl_start
+            summary = save_run(outcome, method, net, trained, run_dir, (teacher_eval, random, kl_start))
+        claimed.saved = True  # the earlier outputs --force moved aside go now
+    outcome.report(trained.steps, run_dir)
+    return summary
+
+
+def check_teacher_outputs(setup: Setup, seed: int, steps: int = 4) -> None:
+    """Refuse, before any run directory exists, a teacher whose outputs on its env's observations are not finite
+    (finite but huge weights, a log std of -200: every loss would be NaN), and an env stack that fails as soon as
+    it is stepped (a wrapper given a string where it calls a function)."""
+    n = 4
+    probe = setup.make_env(n, seed)
+    session = open_session(setup.teacher, n)
+    starts = torch.ones(n, device=setup.device)
+    try:
+        obs = probe.reset()
+        for _ in range(steps):
+            obs_tensor = torch.as_tensor(obs, device=setup.device)
+            with torch.no_grad():
+                dist, value = setup.teacher(obs_tensor) if session is None else session.step(obs_tensor, starts)
+            _check_finite(setup, dist, value)
+            masks = read_masks(probe, setup.device) if setup.teacher.uses_action_masks else None
+            obs, _, dones, _ = probe.step(to_env_actions(masked(dist, masks).mode(), probe.action_space))
+            starts = torch.as_tensor(dones, dtype=torch.float32, device=setup.device)
+    except DistillError:
+        raise
+    except Exception as error:  # the env or a wrapper named by a file failed: one line, before anything is written
+        raise DistillError(
+            f"the environment {setup.env_id} fails when stepped ({type(error).__name__}: {short(error, 160)})"
+        ) from None
+    finally:
+        probe.close()
+
+
+def _check_finite(setup: Setup, dist: ActionDist, value: torch.Tensor | None) -> None:
+    outputs = {f.name: getattr(dist, f.name) for f in fields(dist)} | ({} if value is None else {"value": value})
+    for name, tensor in outputs.items():
+        if name == "log_std":  # the variance and its inverse enter every Gaussian cross-entropy
+            tensor = torch.stack([torch.exp(2 * tensor), torch.exp(-2 * tensor)])
+        if not torch.isfinite(tensor).all() or (name == "log_std" and not (tensor > 0).all()):
+            raise DistillError(
+                f"{short(setup.checkpoint.path)}: the teacher's outputs ({name}) are not finite numbers on its "
+                "environment's observations: its weights are broken"
+            )
+
+
+MAX_STUDENT_WEIGHTS = 1 << 25  # 134 MB of weights; with gradients and Adam's moments about 0.6 GB
+MAX_SEGMENT_BYTES = 1 << 30  # a segment's observations, as float32
+
+
+def check_sizes(config: RunConfig, net: StudentNet, observation_space: gym.Space) -> None:
+    """Refuse, before anything is built, a student far beyond a deployment network (a --student-net of 16384-wide
+    layers, typed or from a config file, asked for 10 GB) and a segment whose observations alone would not fit in
+    memory (--n-envs x --n-steps of Atari frames)."""
+    shape = tuple(observation_space.shape or (gym.spaces.flatdim(observation_space),))
+    if net.features_dim is None:
+        widths = [math.prod(shape), *net.layers]
+    else:  # NatureCNN: its convolutions keep about 64 channels of an eighth of each side, then the features
+        height, width = sorted(shape)[-2:]
+        widths = [64 * max(1, height // 8) * max(1, width // 8), net.features_dim, *net.layers]
+    weights = sum(a * b for a, b in itertools.pairwise(widths))
+    if weights > MAX_STUDENT_WEIGHTS:
+        raise DistillError(
+            f"--student-net {net}: about {weights:,} weights for these observations, over the "
+            f"{MAX_STUDENT_WEIGHTS:,} a student may have"
+        )
+    segment = config.n_envs * config.n_steps * math.prod(shape) * 4
+    if segment > MAX_SEGMENT_BYTES:
+        raise DistillError(
+            f"--n-envs {config.n_envs} x --n-steps {config.n_steps} of these observations {shape} take "
+            f"{segment / 2**30:.1f} GB per segment, over the {MAX_SEGMENT_BYTES / 2**30:.0f} GB distill allows"
+        )
+
+
+@dataclass
+class Outcome:
+    """How training ended, and whether a stop signal arrived while the run was being saved."""
+
+    status: str = "finished"  # finished | interrupted | diverged | failed
+    failure: str = ""
+    wall: float = 0.0
+    interrupted: bool = False
+
+    def report(self, steps: int, run_dir: Path) -> None:
+        """After the run is saved: one line for anything but a finished run."""
+        if self.interrupted and self.status == "finished":
+            raise KeyboardInterrupt  # the run is complete and saved; the caller still learns the user asked to stop
+        saved = f"{run_dir}/student.zip"
+        if self.status == "interrupted":
+            raise DistillError(
+                f"interrupted after {steps} env steps; the student so far is in {saved} "
+                f"(continue with: distill run --resume {run_dir})"
+            )
+        if self.status == "diverged":
+            raise DistillError(f"{self.failure}; the last good student ({steps} env steps) is in {saved}")
+        if self.status == "failed":
+            raise DistillError(f"the run failed after {steps} env steps ({self.failure}); the student is in {saved}")
+
+
+def train_guarded(
+    method: Method, collector: Collector, student: Student, settings: LoopSettings, trained: Training, venv: VecEnv
+) -> Outcome:
+    """Eq. 1's loop until the budget is spent or something stops it; whatever stopped it, the student trained so
+    far is kept to be saved. SIGTERM and SIGHUP end it the way Ctrl-C does."""
+    outcome = Outcome()
     started = time.perf_counter()
-    status, failure = "finished", ""
-    with rundir.sigterm_interrupts():  # SIGTERM ends the run the way Ctrl-C does: the student so far is saved
+    with rundir.sigterm_interrupts():
         try:
             train(
                 method,
@@ -254,34 +365,60 @@ def run(
                 student.optimizer,
                 settings,
                 trained.on_update,
-                start_steps,
+                trained.steps,
             )
         except Diverged as error:
-            status, failure, trained.steps = "diverged", str(error), error.steps
+            outcome.status, outcome.failure, trained.steps = "diverged", str(error), error.steps
         except KeyboardInterrupt:
-            status = "interrupted"
+            outcome.status = "interrupted"
+        except Exception as error:  # a crash must not lose the student: saved, then reported in one line
+            outcome.status, outcome.failure = "failed", f"{type(error).__name__}: {short(error, 200)}"
         finally:
             venv.close()
-    wall = time.perf_counter() - started
-    # A Ctrl-C or SIGTERM now waits until the student, its final evaluation and the summary are written, so the
-    # run directory is never left without its summary; it is raised again afterwards.
+    outcome.wall = time.perf_counter() - started
+    return outcome
+
+
+def save_run(
+    outcome: Outcome,
+    method: Method,
+    net: StudentNet,
+    trained: Training,
+    run_dir: Path,
+    start: tuple[EvalResult, float, float],
+) -> Summary:
+    """The student first (so nothing after it can lose it), its final evaluation, then the summary. A Ctrl-C,
+    SIGTERM or SIGHUP now waits until all three are written; ``outcome.interrupted`` says one came."""
+    evaluator, steps = trained.evaluator, trained.steps
+    teacher_eval, random, kl_start = start
     with rundir.deferred_interrupts() as interrupted:
-        student.save(run_dir / rundir.STUDENT, trained.steps)  # first, so a second interrupt cannot lose it
-        final = evaluator.student_at(trained.steps)
-        sink.close()
-        kl_start = start_eval.kl_teacher_student if resume is None else resume.kl_start
-        summary = summarize(status, config, method, setup, net, student, run_dir, trained.steps, wall)
-        summary = summary.results(teacher_eval, random, kl_start, final)
-        summary.write(run_dir)
-    if interrupted and status == "finished":
-        raise KeyboardInterrupt  # the run is complete and saved; the caller still learns the user asked to stop
-    if status == "interrupted":
-        raise DistillError(
-            f"interrupted after {trained.steps} env steps; the student so far is in {run_dir}/student.zip "
-            f"(continue with: distill run --resume {run_dir})"
-        )
-    if status == "diverged":
-        raise DistillError(f"{failure}; the last good student ({trained.steps} env steps) is in {run_dir}/student.zip")
+        try:
+            evaluator.student.save(run_dir / rundir.STUDENT, steps)
+        except OSError as error:
+            raise DistillError(
+                f"cannot save the student in {short(run_dir)} ({error.strerror or short(error)}); the run directory "
+                "is left as it was"
+            ) from None
+        final = None
+        try:
+            final = evaluator.student_at(steps)
+        except Exception as error:  # the summary still gets written, and says why it has no results
+            if outcome.status == "finished":
+                outcome.status = "failed"
+                outcome.failure = f"the final evaluation failed: {type(error).__name__}: {short(error, 200)}"
+        evaluator.sink.close()
+        config, setup = evaluator.config, evaluator.setup
+        summary = summarize(outcome.status, config, method, setup, net, evaluator.student, run_dir, steps, outcome.wall)
+        if final is not None:
+            summary = summary.results(teacher_eval, random, kl_start, final)
+        try:
+            summary.write(run_dir)
+        except OSError as error:
+            raise DistillError(
+                f"cannot save the summary in {short(run_dir)} ({error.strerror or short(error)}); the run directory "
+                "is left as it was"
+            ) from None
+    outcome.interrupted = bool(interrupted)
     return summary
 
 

@@ -27,13 +27,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from distillcli.config import check_path
 from distillcli.errors import DistillError, short
 
 # Caps on what a checkpoint may make us read: far above any real policy (an Atari CNN is ~7 MB, rl-zoo's largest
 # MLPs ~20 MB), far below what hurts a machine.
-MAX_DATA_BYTES = 64 << 20  # the JSON `data` member
-MAX_WEIGHTS_BYTES = 1 << 30  # one .pth member
+# The weights are held twice while torch reads them (the member's bytes and the tensors), and JSON objects take
+# ~20x their text: these caps keep a hostile file under 1 GB of memory before it is refused.
+MAX_DATA_BYTES = 16 << 20  # the JSON `data` member (SB3 writes tens of KB)
+MAX_WEIGHTS_BYTES = 256 << 20  # one .pth member
 MAX_JSON_DEPTH = 64
+MAX_KWARGS_NODES = 10_000  # values in policy_kwargs, counting shared ones each time they are reached
 
 # Modules whose classes policy_kwargs may name without --trust-checkpoint (activation functions, optimisers, SB3's
 # feature extractors), by exact class name: naming a class imports it, nothing from the file ever runs.
@@ -99,13 +103,19 @@ class _AllowListUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} is not allow-listed")
 
 
-def _resolve_refs(value: Any) -> Any:
+def _resolve_refs(value: Any, budget: list[int] | None = None) -> Any:
+    """The unpickled policy_kwargs with class references imported. A pickle can share one list many times over
+    (each level doubling the next), so the walk counts every value it reaches and stops at MAX_KWARGS_NODES."""
+    budget = [MAX_KWARGS_NODES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise pickle.UnpicklingError(f"more than {MAX_KWARGS_NODES:,} values")
     if isinstance(value, ClassRef):
         return value.resolve()
     if isinstance(value, dict):
-        return {k: _resolve_refs(v) for k, v in value.items()}
+        return {k: _resolve_refs(v, budget) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(_resolve_refs(v) for v in value)
+        return type(value)(_resolve_refs(v, budget) for v in value)
     return value
 
 
@@ -155,7 +165,7 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
-def _read_member(archive: zipfile.ZipFile, name: str, cap: int, path: Path) -> bytes:
+def read_member(archive: zipfile.ZipFile, name: str, cap: int, path: Path) -> bytes:
     """A member's bytes, refusing one that is (or inflates to) more than ``cap``: the size in the zip's
     directory can lie, so the read itself stops at the cap."""
     info = archive.getinfo(name)
@@ -228,7 +238,7 @@ class Checkpoint:
         entry = self.data.get("policy_kwargs", {})
         payload = serialized(entry)
         if payload is None:
-            return dict(entry) if isinstance(entry, dict) else {}
+            return _plain_kwargs(self.path, entry)
         try:
             kwargs = _resolve_refs(_AllowListUnpickler(io.BytesIO(payload)).load())
         except Exception as error:  # untrusted bytes: whatever the unpickler raises, the safe path is over
@@ -242,8 +252,48 @@ class Checkpoint:
         return kwargs
 
 
+# What plain-JSON policy_kwargs (a hand-edited ``data``) may hold: SB3 pickles classes, so JSON cannot name one.
+_CLASS_KWARGS = ("activation_fn", "features_extractor_class", "optimizer_class", "net_arch_class")
+_FLAG_KWARGS = ("squash_output", "ortho_init", "share_features_extractor", "normalize_images", "use_sde", "full_std")
+
+
+def _plain_kwargs(path: Path, entry: Any) -> dict[str, Any]:
+    """policy_kwargs written as JSON, checked for the types SB3's constructors need: one line naming the key,
+    rather than the constructor's error far from its cause."""
+    if not isinstance(entry, dict):
+        return {}
+
+    def widths(value: Any) -> bool:
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and widths(v) for k, v in value.items())
+        if isinstance(value, list):
+            return all(
+                (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, dict) and widths(v)) for v in value
+            )
+        return False
+
+    for key, value in entry.items():
+        problem = None
+        if key in _CLASS_KWARGS:
+            problem = "a class, which plain JSON cannot name"
+        elif key in _FLAG_KWARGS and not isinstance(value, bool):
+            problem = "true or false"
+        elif key == "net_arch" and not widths(value):
+            problem = 'layer widths like [64, 64] or {"pi": [64], "vf": [64]}'
+        elif key.endswith("_kwargs") and not isinstance(value, dict):
+            problem = "a mapping"
+        elif key == "log_std_init" and not (isinstance(value, int | float) and not isinstance(value, bool)):
+            problem = "a number"
+        if problem is not None:
+            raise DistillError(
+                f"{path}: policy_kwargs {short(key, 40)} must be {problem}, got {short(repr(value), 60)}"
+            )
+    return dict(entry)
+
+
 def read_checkpoint(path: Path, role: str = "teacher") -> Checkpoint:
     """Open an SB3 zip without unpickling anything; every failure is a one-line DistillError."""
+    check_path(str(path), f"the {role} checkpoint")
     if not path.exists():
         raise DistillError(f"{role} checkpoint not found: {path}")
     if path.is_dir():
@@ -257,10 +307,10 @@ def read_checkpoint(path: Path, role: str = "teacher") -> Checkpoint:
             names = set(archive.namelist())
             if "data" not in names or "policy.pth" not in names:
                 raise DistillError(f"{path} is a zip but not an SB3 checkpoint (no 'data' or 'policy.pth' inside)")
-            raw_data = _read_member(archive, "data", MAX_DATA_BYTES, path)
-            raw_weights = _read_member(archive, "policy.pth", MAX_WEIGHTS_BYTES, path)
+            raw_data = read_member(archive, "data", MAX_DATA_BYTES, path)
+            raw_weights = read_member(archive, "policy.pth", MAX_WEIGHTS_BYTES, path)
             version = (
-                _read_member(archive, "_stable_baselines3_version", 64, path).decode("ascii", "replace").strip()
+                read_member(archive, "_stable_baselines3_version", 64, path).decode("ascii", "replace").strip()
                 if "_stable_baselines3_version" in names
                 else None
             )
