@@ -26,6 +26,9 @@ from distillcli.metrics import read_bounded
 
 DEFAULT_METHOD = "on-policy-distill"
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few hundred bytes
+# Keys a run's config.json records beside its options, which a config file never sets (the env id a checkpoint
+# recorded, when the run used its successor: the options hold the successor).
+RECORDS = ("env_mapped_from",)
 MAX_SEGMENT = 1 << 20  # states per segment (--n-envs x --n-steps); the defaults' is 2,048
 
 
@@ -143,7 +146,8 @@ class RunConfig:
     @classmethod
     def from_file(cls, path: Path) -> dict[str, Any]:
         """The options a config file sets, validated by name and type. Keys of earlier versions that only the
-        command line may set now (``force``, ``trust_checkpoint``) are ignored: a file never turns them on."""
+        command line may set now (``force``, ``trust_checkpoint``) are ignored: a file never turns them on; so are the
+        records distill writes beside the options (``RECORDS``)."""
         check_path(str(path), "--config")
         if not os.path.lexists(path):
             raise DistillError(f"config file not found: {short(path)}")
@@ -157,7 +161,7 @@ class RunConfig:
         known = {f.name: f for f in fields(cls)}
         options: dict[str, Any] = {}
         for key, value in data.items():
-            if key in ("force", "trust_checkpoint"):
+            if key in ("force", "trust_checkpoint") or key in RECORDS:
                 continue
             if key not in known:
                 raise DistillError(f"config file {short(path)}: unknown option {short(key, 60)!r}")

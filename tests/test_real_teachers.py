@@ -7,6 +7,7 @@ The folders are in ../shared/teachers/rl-trained-agents; these tests skip cleanl
 from __future__ import annotations
 
 import importlib
+import json
 import warnings
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from distillcli.config import RunConfig
 from distillcli.run import prepare
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "teachers" / "rl-trained-agents"
@@ -173,3 +175,11 @@ def test_the_default_command_copies_each_published_agent(cli, tmp_path: Path, na
     assert "Traceback" not in result.stderr
     summary = result.json()
     assert summary["score"] >= 0.9, (summary["score"], summary["student_return"], summary["teacher_return"])
+    # A retired env id: one stderr line, and the mapping recorded in summary.json and config.json (a record that
+    # a replay with --config skips).
+    mapped = {"ppo-lunarlander": "LunarLander-v2", "trpo-hopper": "Hopper-v3"}.get(name)
+    assert summary["env_mapped_from"] == mapped
+    assert ("is retired in gymnasium" in result.stderr) == (mapped is not None)
+    config = tmp_path / "run" / "config.json"
+    assert json.loads(config.read_text()).get("env_mapped_from") == mapped
+    assert RunConfig.from_file(config)["env"] == summary["env_id"]

@@ -233,7 +233,7 @@ def run(
         assert settings.envs is not None
         venv = ConcatVecEnv([setup.make_env(settings.envs.envs_at(start_steps), seed)])
         student = build_student(config, method, net, setup, venv, resume)  # a resumed student is checked first
-        rundir.write_config(run_dir, replace(config, out=None))
+        rundir.write_config(run_dir, replace(config, out=None), setup.stack.mapped_from)
         write_env_files(setup.stack, run_dir)  # env.json (+ vecnormalize.pkl): the student's env, for deployment
         collector = Collector(
             venv,

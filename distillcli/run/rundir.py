@@ -380,8 +380,11 @@ def _check_writable(run_dir: Path) -> None:
         raise DistillError(f"cannot write to output directory {short(run_dir)}: {error.strerror}") from None
 
 
-def write_config(run_dir: Path, config: RunConfig) -> None:
-    atomic_write_json(run_dir / CONFIG, config.to_json())
+def write_config(run_dir: Path, config: RunConfig, env_mapped_from: str | None = None) -> None:
+    """config.json: every resolved option, and the retired env id the teacher recorded where the run used its
+    successor (a record, not an option: ``--config`` skips it)."""
+    record = {"env_mapped_from": env_mapped_from} if env_mapped_from else {}
+    atomic_write_json(run_dir / CONFIG, {**config.to_json(), **record})
 
 
 @dataclass
