@@ -105,7 +105,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
         },
         "distill": version.stdout.strip() if version.returncode == 0 else None,
-        "exe": args.exe,
+        "exe": Path(args.exe).name,  # which console script, not where this machine keeps it
         "runs": args.runs,
         "commands": commands,
         "imports": {"statement": "import distillcli.cli", "top_cumulative": imports},

@@ -135,7 +135,12 @@ def main() -> None:
         print(f"{row['folder']}: {row.get('score', row['status'])} ({row['seconds']} s)", file=sys.stderr, flush=True)
     text = table(rows)
     (args.out / "table.md").write_text(text)
-    meta = {"dir": str(args.dir), "seed": args.seed, "cpu_count": os.cpu_count(), "threshold": THRESHOLD}
+    meta = {
+        "dir": args.dir.name,  # the folder's name, not this machine's path
+        "seed": args.seed,
+        "cpu_count": os.cpu_count(),
+        "threshold": THRESHOLD,
+    }
     (args.out / "corpus.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     print(text)
 

@@ -63,7 +63,8 @@ def main() -> None:
         }
         print(name, studies[name], flush=True)
     report = {
-        "command": "python bench/paper_scale.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
+        "command": "python bench/paper_scale.py "
+        + " ".join(f"--{k} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items() if k != "out"),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, "
         f"device {args.device}",
         "scale": args.scale,
