@@ -493,10 +493,9 @@ def update(
     keys: list[str] = []
     n_minibatches = 0
     floor = segment_floor(method, inputs, options) if settings.converged > 0 and not scored else None
-    epochs = 0
-    for _ in range(settings.epochs):
-        epochs += 1
-        epoch_loss = torch.zeros((), device=inputs.obs.device)
+    epochs, per_epoch = 0, math.ceil(batch / minibatch)
+    for epochs in range(1, settings.epochs + 1):  # noqa: B007 (the passes taken are reported)
+        epoch_loss = torch.zeros((), device=inputs.obs.device) if floor is not None else None
         # One minibatch per epoch takes the segment as it is: gathering rows in a new order would change nothing.
         order = torch.randperm(batch, device=inputs.obs.device) if minibatch < batch else None
         for begin in range(0, batch, minibatch):
@@ -515,9 +514,10 @@ def update(
             keys = list(parts)
             part_means = torch.stack([value.detach().mean() for value in parts.values()])
             sums = part_means if sums is None else sums + part_means
-            epoch_loss += loss.detach()
+            if epoch_loss is not None:
+                epoch_loss += loss.detach()
         # One read per epoch: the mean loss over the epoch's minibatches covers every state of the segment once.
-        if floor is not None and float(epoch_loss) / math.ceil(batch / minibatch) - floor < settings.converged:
+        if floor is not None and epoch_loss is not None and float(epoch_loss) / per_epoch - floor < settings.converged:
             break
     # A NaN loss makes NaN gradients and parameters: checked once per segment (train() then restores the last
     # good student), not with a synchronising check per minibatch.
