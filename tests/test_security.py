@@ -581,9 +581,61 @@ def test_an_interrupt_at_any_moment_is_one_line_and_never_exit_0(
     assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert stderr.startswith("error: interrupted"), stderr
     if out.exists():
+        assert (out / "summary.json").exists(), sorted(p.name for p in out.iterdir())
         assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
     else:
         assert process.returncode == 128 + sig
+
+
+@pytest.mark.parametrize("moment", ["mkdir", "lock", "write-probe", "atomic-write"])
+def test_a_stop_while_the_run_directory_is_claimed_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moment: str
+) -> None:
+    """A signal in each short window of the claim (the folders just made, the lock file just created, the write
+    probe, an atomic write's temporary file) puts the directory back as it was: no empty folder, no stray file.
+    (CI once found ``--out`` made but empty after a SIGTERM 2.5 s in.)"""
+    from distillcli.run import rundir
+
+    out = tmp_path / "a" / "run"
+
+    def stop() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    if moment == "mkdir":
+        real_mkdir = Path.mkdir
+
+        def mkdir(self: Path, *args: Any, **kwargs: Any) -> None:
+            real_mkdir(self, *args, **kwargs)
+            stop()
+
+        monkeypatch.setattr(Path, "mkdir", mkdir)
+    elif moment == "lock":
+        real_lock = rundir._lock
+
+        def lock(run_dir: Path) -> int:
+            fd = real_lock(run_dir)
+            stop()
+            return fd
+
+        monkeypatch.setattr(rundir, "_lock", lock)
+    elif moment == "write-probe":
+        real_mkstemp = rundir.tempfile.mkstemp
+
+        def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+            made = real_mkstemp(*args, **kwargs)
+            stop()
+            return made
+
+        monkeypatch.setattr(rundir.tempfile, "mkstemp", mkstemp)
+    with (
+        pytest.raises(KeyboardInterrupt),
+        rundir.claim(str(out), "CartPole-v1", "on-policy-distill", force=False) as claimed,
+    ):
+        assert moment == "atomic-write"
+        (claimed.path / ".config.json.k2j4x.tmp").write_text("{")  # an atomic write stopped before its rename
+        stop()
+    assert not (tmp_path / "a").exists(), sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_ctrl_c_while_the_cli_loads_is_one_line() -> None:

@@ -185,15 +185,21 @@ def _lock(run_dir: Path) -> int:
     raise DistillError(f"cannot lock {short(run_dir)}: its {LOCK} keeps changing")
 
 
-def _created_dirs(run_dir: Path) -> list[Path]:
-    """Make ``run_dir`` and its missing parents; return the ones made, deepest first."""
+def _missing_dirs(run_dir: Path) -> list[Path]:
+    """``run_dir`` and its parents that do not exist yet, deepest first: the ones a claim will make."""
     missing = []
     for folder in (run_dir, *run_dir.parents):
         if os.path.lexists(folder):
             break
         missing.append(folder)
-    run_dir.mkdir(parents=True, exist_ok=True)
     return missing
+
+
+def _is_our_temporary(name: str) -> bool:
+    """A file of ours that a stop can leave half-made: an atomic write's ``.<output>.<random>.tmp``, a write probe."""
+    return name.startswith(".write-test-") or any(
+        name.startswith(f".{output}.") and name.endswith(".tmp") for output in OUTPUTS
+    )
 
 
 @dataclass
@@ -274,6 +280,7 @@ class RunDir:
         if not self.resumed:  # everything of ours here is this run's: the earlier outputs are aside
             for name in OUTPUTS:
                 _remove(self.path / name)
+            self._remove_temporaries()
             if self.aside is not None:
                 for kept in self.aside.iterdir():
                     os.rename(kept, self.path / kept.name)
@@ -299,21 +306,31 @@ class RunDir:
             shutil.rmtree(self.aside, ignore_errors=True)
             self.aside = None
 
+    def _remove_temporaries(self) -> None:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.path):
+                if _is_our_temporary(entry.name) and entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+
     def release(self) -> None:
-        """Give up the lock (and its file); a run that did not save removes the directories it made."""
-        if self.lock >= 0:
-            with contextlib.suppress(OSError):
-                if os.stat(self.path / LOCK, follow_symlinks=False).st_ino == os.fstat(self.lock).st_ino:
-                    (self.path / LOCK).unlink()
-            os.close(self.lock)
-            self.lock = -1
-        if not self.saved:
-            for folder in self.created:
+        """Give up the lock (and its file); a run that did not save removes the directories it made. A stop that
+        comes meanwhile waits until the directory is as it was, then ends the command."""
+        with deferred_interrupts() as interrupted:
+            if self.lock >= 0:
                 with contextlib.suppress(OSError):
-                    folder.rmdir()  # only if empty
+                    if os.stat(self.path / LOCK, follow_symlinks=False).st_ino == os.fstat(self.lock).st_ino:
+                        (self.path / LOCK).unlink()
+                os.close(self.lock)
+                self.lock = -1
+            if not self.saved:
+                for folder in self.created:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # only if empty
         for sig, handler in self.handlers.items():
             signal.signal(sig, handler)
         self.handlers = {}
+        if interrupted:
+            raise KeyboardInterrupt
 
 
 def claim(out: str | None, env_id: str, method: str, force: bool) -> RunDir:
@@ -328,13 +345,21 @@ def claim(out: str | None, env_id: str, method: str, force: bool) -> RunDir:
             raise DistillError(
                 f"output directory {short(run_dir)} already exists and is not empty (use --force or --out)"
             )
-        created = _created_dirs(run_dir)
     except OSError as error:
         raise DistillError(f"cannot write to output directory {short(run_dir)}: {error.strerror}") from None
-    claimed = RunDir(run_dir, -1, created)
-    claimed.catch_stops()  # from here an interrupt puts back what was moved aside
+    # The folders to make are listed, and stops caught, before the first is made: from here an interrupt removes
+    # what this claim made and puts back what it moved aside.
+    claimed = RunDir(run_dir, -1, _missing_dirs(run_dir))
+    claimed.catch_stops()
     try:
-        claimed.lock = _lock(run_dir)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DistillError(f"cannot write to output directory {short(run_dir)}: {error.strerror}") from None
+        with deferred_interrupts() as interrupted:  # the lock file and its descriptor are held together
+            claimed.lock = _lock(run_dir)
+        if interrupted:
+            raise KeyboardInterrupt
         if any(p.name != LOCK for p in run_dir.iterdir()):
             if not force:  # filled while we were locking it
                 raise DistillError(f"output directory {short(run_dir)} already exists and is not empty")
@@ -373,11 +398,14 @@ def reopen(run_dir: Path, resume: ResumeState) -> RunDir:
 
 def _check_writable(run_dir: Path) -> None:
     try:
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=run_dir)  # O_EXCL: never through a link
-        os.close(fd)
-        os.unlink(probe)
+        with deferred_interrupts() as interrupted:  # the probe is made and removed together
+            fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=run_dir)  # O_EXCL: never through a link
+            os.close(fd)
+            os.unlink(probe)
     except OSError as error:
         raise DistillError(f"cannot write to output directory {short(run_dir)}: {error.strerror}") from None
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def write_config(run_dir: Path, config: RunConfig, env_mapped_from: str | None = None) -> None:
