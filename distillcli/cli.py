@@ -627,6 +627,75 @@ def sweep(
 
 
 @app.command()
+def study(
+    names: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME",
+            help="control-policy, action-space, imperfect-teacher, adversarial-teacher, capacity (comma-separated), "
+            "or all",
+        ),
+    ],
+    scale: Annotated[
+        str, typer.Option("--scale", help="small (1 seed, 4k steps: minutes) or full (5 seeds, 50k steps: hours)")
+    ] = "small",
+    out: Annotated[Path, typer.Option("--out", "-o", help="study directory (runs, tables, figures, study.md)")] = Path(
+        "study"
+    ),
+    seeds: Annotated[str | None, typer.Option("--seeds", help="seeds, comma-separated, instead of the scale's")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="local (worker processes) or ray")] = "local",
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster address (HOST:PORT, ray://HOST:PORT, auto)")
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", help="runs at once (default: local CPUs; ray: as the cluster fits)")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="run finished runs again instead of skipping them")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress view")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print the verdicts and files as JSON")] = False,
+) -> None:
+    """Do the paper's conclusions hold for neural students on real tasks? Runs each study's grid of distill runs
+    (teacher conditions strong, early, corrupted, adversarial) and writes CSV, JSON, PNG and a verdict per study."""
+    from distillcli.study import StudyOptions, parse_names
+    from distillcli.study import study as run_study
+    from distillcli.sweep import SweepView, parse_seeds
+
+    options = StudyOptions(
+        names=parse_names(names),
+        scale=scale,
+        out=out,
+        backend=backend,
+        address=address,
+        jobs=jobs,
+        force=force,
+        seeds=parse_seeds(seeds) if seeds is not None else None,
+    )
+    result = run_study(options, None if quiet else SweepView(_console(stderr=True)))
+    failed = result.sweep.failed
+    if json_out:
+        _print_json(
+            {
+                "out": str(out),
+                "scale": scale,
+                "wall_seconds": result.wall_seconds,
+                "runs": len(result.sweep.records),
+                "failed": [r.name for r in failed],
+                "studies": result.sections,
+                "files": result.files,
+            }
+        )
+    else:
+        console = _console()
+        for name, section in result.sections.items():
+            console.print(f"{name}: {section['verdict']}", markup=False, highlight=False)
+        console.print(f"wrote {out / 'study.md'} ({len(result.sweep.records)} runs)", markup=False, highlight=False)
+    if failed:
+        text = f"{len(failed)} of {len(result.sweep.records)} runs did not finish; see {out}/runs/table.md"
+        print(f"error: {text}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+@app.command()
 def report(
     dirs: Annotated[list[Path], typer.Argument(metavar="DIR", help="run directories, or directories that hold them")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="where the table goes (default: the one DIR)")] = None,

@@ -32,6 +32,27 @@ RECORDS = ("env_mapped_from",)
 MAX_SEGMENT = 1 << 20  # states per segment (--n-envs x --n-steps); the defaults' is 2,048
 
 
+EXTRA_FORMS = ("repeat", "noop")
+MAX_COPIES = 1000
+
+
+def parse_extra_actions(text: str) -> tuple[int, str] | None:
+    """``K:repeat`` / ``K:noop`` -> (K, form); empty -> None. One line for anything else."""
+    if not text:
+        return None
+    copies, _, form = text.partition(":")
+    if not copies.strip().isdigit() or form not in EXTRA_FORMS or not 1 <= int(copies) <= MAX_COPIES:
+        raise DistillError(
+            f"--extra-actions must be K:repeat or K:noop with K in 1..{MAX_COPIES} (e.g. 10:repeat), got {text!r}"
+        )
+    return int(copies), form
+
+
+def check_corrupt(p: float) -> None:
+    if not (math.isfinite(p) and 0.0 <= p < 1.0):
+        raise DistillError(f"--teacher-corrupt must be a fraction in [0, 1), got {p}")
+
+
 PATH_MAX, NAME_MAX = 4096, 255  # Linux's limits on a path and on one of its names
 
 
@@ -69,6 +90,16 @@ class RunConfig:
     )
     load_best: bool = knob(False, "rl-zoo: load best_model.zip from the teacher's folder instead of the final model")
     load_checkpoint: int = knob(0, "rl-zoo: load rl_model_N_steps.zip from the teacher's folder; 0: the final model")
+    teacher_corrupt: float = knob(
+        0.0,
+        "the teacher acts uniformly at random on this fraction of states, chosen by a hash of the observation (a "
+        "fixed, reproducible imperfect teacher; discrete actions)",
+    )
+    extra_actions: str = knob(
+        "",
+        "K:repeat or K:noop: each discrete action repeated K times, or n(K-1) no-ops (action 0) added; the teacher "
+        "spreads each action's probability over its copies (the paper's Fig. 4)",
+    )
     method: str = knob(DEFAULT_METHOD, "distillation method (see `distill methods`)", "-m")
     env: str | None = knob(None, "gymnasium env id; default: inferred from the checkpoint")
     student_net: str = knob(
@@ -204,6 +235,8 @@ class RunConfig:
         for name, limit in {"epochs": 1000, "minibatch_size": MAX_SEGMENT, "steps": 10**12}.items():
             if getattr(self, name) > limit:
                 raise DistillError(f"--{name.replace('_', '-')} must be at most {limit:,}, got {getattr(self, name)}")
+        check_corrupt(self.teacher_corrupt)
+        parse_extra_actions(self.extra_actions)
         if not 0 <= self.seed < 2**32:
             raise DistillError(f"--seed must be in [0, 2**32), got {self.seed}")
         if not (math.isfinite(self.proximal_lambda) and self.proximal_lambda >= 0):

@@ -47,6 +47,7 @@ SAFE_WRAPPER_MODULES = (
     "sb3_contrib.common.wrappers",
     "rl_zoo3.wrappers",
     "rl_zoo3.vec_env_wrappers",
+    "distillcli.conditions",  # --extra-actions, recorded in a run directory's env.json
 )
 ATARI_WRAPPER = "stable_baselines3.common.atari_wrappers.AtariWrapper"
 

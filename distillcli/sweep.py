@@ -162,16 +162,25 @@ def plan(options: SweepOptions) -> Plan:
                 order.append(name)
                 config = replace(base, teacher=teacher_path, env=setup.env_id, method=method, seed=seed, steps=steps)
                 config = replace(config, student_net=net, out=str(out / name))
-                previous = read_run(out / name, name)
-                if previous is not None and previous.ok and not options.force:
-                    _check_same(previous, config)
-                    previous.reused = True
-                    reused.append(previous)
+                task = task_or_record(name, config, options.trust, options.force)
+                if isinstance(task, RunRecord):
+                    reused.append(task)
                 else:
-                    interrupted = previous is not None and previous.status == "interrupted" and not options.force
-                    force = previous is not None and not interrupted
-                    tasks.append(Task(name, config, resume=interrupted, trust=options.trust, force=force))
+                    tasks.append(task)
     return Plan(out, setup.env_id, tasks, reused, order)
+
+
+def task_or_record(name: str, config: RunConfig, trust: bool, force: bool) -> Task | RunRecord:
+    """The run ``config.out`` should hold: its record if it finished with these options (unless ``force``), else
+    the task that runs it, resuming it if it was interrupted."""
+    out = Path(str(config.out))
+    previous = read_run(out, name)
+    if previous is not None and previous.ok and not force:
+        _check_same(previous, config)
+        previous.reused = True
+        return previous
+    interrupted = previous is not None and previous.status == "interrupted" and not force
+    return Task(name, config, resume=interrupted, trust=trust, force=previous is not None and not interrupted)
 
 
 def _claim(out: Path) -> None:
@@ -504,7 +513,12 @@ class Result:
 
 def sweep(options: SweepOptions, watcher: Watcher | None = None) -> Result:
     """Run the grid (skipping finished runs), then write the table and plot into OUT; see the module doc."""
-    the_plan = plan(options)
+    return run_plan(plan(options), options, watcher)
+
+
+def run_plan(the_plan: Plan, options: SweepOptions, watcher: Watcher | None = None) -> Result:
+    """Run a plan's tasks on ``options.backend`` (``distill sweep``'s grid, or ``distill study``'s), then write the
+    table and plot into its directory. ``options`` gives only where and how to run (backend, jobs, address)."""
     total = len(the_plan.order)
     tasks = list(the_plan.tasks)
     # Local: one run per CPU. Ray: everything in flight, the cluster's resources decide what runs when.

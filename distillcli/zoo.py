@@ -112,6 +112,8 @@ WRAPPER_KWARGS: dict[str, float] = {
     "padding_type": 0,
     "key": 0,
     "dtype": 0,
+    "copies": 1000,  # distillcli.conditions.ExtraActions (--extra-actions)
+    "form": 0,
 }
 # Allow-listed modules' wrappers that write files or open windows whatever their arguments.
 UNSAFE_WRAPPERS = {"RecordVideo", "HumanRendering", "VecVideoRecorder", "RenderCollection"}

@@ -10,7 +10,8 @@
 #   3. builds a wheel from the sdist, and checks that it holds the same files;
 #   4. makes a fresh virtual environment outside the checkout (CPU torch first where there is no GPU, as
 #      `make install` does), installs the wheel into it, not editable, with no extras;
-#   5. from that directory, runs `distill --version`, `methods`, a short `run`, `eval`, and `paper counterexample`.
+#   5. from that directory, runs `distill --version`, `methods`, a short `run`, `eval`, `paper counterexample`
+#      and `study adversarial-teacher` (small).
 # Every failure ends with one line naming what failed. KEEP=1 keeps the temporary directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -151,4 +152,5 @@ check distill methods
 check distill run --steps 2048 --out r --quiet
 check distill eval r/student.zip
 check distill paper counterexample --scale small --out p
+check distill study adversarial-teacher --out s --quiet  # the study's teachers ship in the wheel
 say "OK: the wheel and the sdist are complete, and the installed distill runs ($((SECONDS - start)) s)"

@@ -20,8 +20,8 @@ import gymnasium as gym
 import torch
 from stable_baselines3.common.vec_env import VecEnv
 
-from distillcli.config import RunConfig
-from distillcli.envs import EnvStack, atari_stack, env_successors, infer_env_id, register_hinted
+from distillcli.config import RunConfig, parse_extra_actions
+from distillcli.envs import EnvStack, Wrapper, atari_stack, env_successors, infer_env_id, register_hinted
 from distillcli.errors import DistillError, short
 from distillcli.methods import Method
 from distillcli.rollout import read_masks
@@ -198,6 +198,8 @@ def prepare(
     deterministic_std: float = 0.1,
     load_best: bool = False,
     load_checkpoint: int = 0,
+    teacher_corrupt: float = 0.0,
+    extra_actions: str = "",
 ) -> Setup:
     """Read the teacher, rebuild its environment stack, settle the device, and check the teacher fits the env.
 
@@ -224,9 +226,34 @@ def prepare(
             deterministic_std=deterministic_std,
         )
         observation_space = probe.observation_space
+        action_space = probe.action_space
     finally:
         probe.close()
+    stack = apply_condition(loaded, stack, action_space, teacher_corrupt, parse_extra_actions(extra_actions))
     return Setup(checkpoint, loaded, device, stack, observation_space, notices)
+
+
+def apply_condition(
+    teacher: Teacher, stack: EnvStack, action_space: gym.Space, corrupt: float, extra: tuple[int, str] | None
+) -> EnvStack:
+    """--teacher-corrupt and --extra-actions: the teacher's pi(.|s) changed, and the env grown by the actions'
+    wrapper (recorded in env.json with the others, so the student's env is rebuilt wherever it goes)."""
+    if not corrupt and extra is None:
+        return stack
+    if not isinstance(action_space, gym.spaces.Discrete) or teacher.family.session is not None:
+        raise DistillError(
+            "--teacher-corrupt and --extra-actions need a feed-forward teacher with discrete actions, "
+            f"not a {teacher.algo} teacher of {type(action_space).__name__} actions"
+        )
+    from distillcli.conditions import ExtraActions, TeacherCondition
+
+    teacher.condition = TeacherCondition(corrupt, extra, int(action_space.n))
+    if extra is None:
+        return stack
+    copies, form = extra
+    path = f"{ExtraActions.__module__}.{ExtraActions.__name__}"
+    wrapper = Wrapper(path, ExtraActions, {"copies": copies, "form": form})
+    return replace(stack, env_wrappers=[*stack.env_wrappers, wrapper])
 
 
 def prepare_run(config: RunConfig, trust: bool = False, device: str | None = None) -> Setup:
@@ -241,6 +268,8 @@ def prepare_run(config: RunConfig, trust: bool = False, device: str | None = Non
         deterministic_std=config.teacher_noise,
         load_best=config.load_best,
         load_checkpoint=config.load_checkpoint,
+        teacher_corrupt=config.teacher_corrupt,
+        extra_actions=config.extra_actions,
     )
 
 

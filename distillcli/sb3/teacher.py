@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -58,20 +59,23 @@ class Teacher:
             parameter.requires_grad_(False)
         # The rollout and evaluation loops ask a PolicyFn for these two hooks (see rollout.open_session).
         self.uses_action_masks = family.masked
+        # --teacher-corrupt / --extra-actions (distillcli.conditions): pi(.|s) as the condition changes it
+        self.condition: Callable[[Tensor, ActionDist], ActionDist] | None = None
         if family.session is not None:
             self.session = lambda n_envs: family.session(self, n_envs)  # type: ignore[misc]
 
     # The teacher never needs gradients; no_grad (not inference_mode) so its outputs can enter the student's loss.
     @torch.no_grad()
     def __call__(self, obs: Tensor) -> tuple[ActionDist, Tensor | None]:
-        return self.family.forward(self, obs)
+        dist, value = self.family.forward(self, obs)
+        return (dist if self.condition is None else self.condition(obs, dist)), value
 
     @torch.no_grad()
     def actor(self, obs: Tensor) -> ActionDist:
         """pi(.|s) alone: a family with a cheaper actor-only pass (an actor-critic's) skips its critic."""
-        if self.family.actor is not None:
-            return self.family.actor(self, obs)
-        return self.family.forward(self, obs)[0]
+        actor = self.family.actor
+        dist = actor(self, obs) if actor is not None else self.family.forward(self, obs)[0]
+        return dist if self.condition is None else self.condition(obs, dist)
 
     @property
     def has_value(self) -> bool:
