@@ -21,6 +21,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -432,12 +433,13 @@ class RayBackend:
         if self.started:
             local = address in (None, "local")
             try:
-                ray.init(
-                    address=address,
-                    log_to_driver=False,  # stdout stays ours (--json); a run's errors come back in its record
-                    logging_level=logging.WARNING,
-                    **({"include_dashboard": False} if local else {}),
-                )
+                with stdout_to_stderr():
+                    ray.init(
+                        address=address,
+                        log_to_driver=False,  # stdout stays ours (--json); a run's errors come back in its record
+                        logging_level=logging.WARNING,
+                        **({"include_dashboard": False} if local else {}),
+                    )
             except Exception as error:  # Ray raises ConnectionError, RuntimeError, ValueError...
                 raise DistillError(f"cannot start Ray at {address or 'a local cluster'}: {error}") from None
         from ray.util.queue import Queue
@@ -482,7 +484,28 @@ class RayBackend:
 
     def close(self, wait: bool = True) -> None:
         if self.started:
-            self.ray.shutdown()
+            with stdout_to_stderr():
+                self.ray.shutdown()
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """File descriptor 1 is stderr inside the block: what Ray prints as it starts and stops (its own warnings, and
+    the daemons it starts, which inherit the descriptor) never lands in stdout, which is --json's."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no usable stdout (closed, or replaced by an object without a descriptor)
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 # ------------------------------------------------------------------------------------------- the sweep

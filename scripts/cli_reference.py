@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-COMMANDS = [[], ["run"], ["eval"], ["methods"], ["recommend"], ["paper"], ["sweep"], ["report"]]
+COMMANDS = [[], ["run"], ["eval"], ["export"], ["methods"], ["recommend"], ["paper"], ["study"], ["sweep"], ["report"]]
 
 
 def main() -> None:

@@ -76,7 +76,8 @@ def test_no_import_cycles() -> None:
 
 CORE = ("distillcli.sb3", "distillcli.envs", "distillcli.zoo", "distillcli.gridworld", "distillcli.trainer")
 CORE += ("distillcli.objectives", "distillcli.methods", "distillcli.distributions", "distillcli.rollout")
-OUTER = ("distillcli.studies", "distillcli.sweep", "distillcli.report", "distillcli.cli")
+CORE += ("distillcli.conditions",)
+OUTER = ("distillcli.studies", "distillcli.study", "distillcli.sweep", "distillcli.report", "distillcli.cli")
 
 
 def test_core_modules_never_import_the_outer_layers() -> None:
