@@ -155,7 +155,8 @@ def test_study_all_small_writes_every_artefact_and_a_rerun_reuses_its_runs(cli: 
         assert all(row["finished"] == row["seeds"] == 1 for row in saved["rows"])
     rows = json.loads((out / "control-policy.json").read_text())["rows"]
     assert all(row["kl_under_uniform"] is not None for row in rows)  # measured on the finished students
-    assert all(row["snr_start"] > 0 for row in json.loads((out / "action-space.json").read_text())["rows"])
+    action_rows = json.loads((out / "action-space.json").read_text())["rows"]
+    assert all(row["snr_start"] > 0 and row["score_sampled"] is not None for row in action_rows)
     runs = sorted(p for p in (out / "runs").iterdir() if p.is_dir())
     assert len(runs) == document["runs"]
     for run in runs:

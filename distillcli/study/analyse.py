@@ -24,7 +24,7 @@ import torch
 from distillcli.errors import DistillError
 from distillcli.metrics import atomic_write_bytes, atomic_write_json
 from distillcli.report import RunRecord
-from distillcli.stats import first_reaching, mean_ci
+from distillcli.stats import first_reaching, mean_ci, score
 from distillcli.study.grids import STUDIES, Cell, Scale, run_config
 
 UNTESTED = "untested (one seed)"
@@ -174,6 +174,33 @@ def gradient_snr(cell: Cell, scale: Scale, segments: int = 8) -> float:
     return float((mean**2).sum()) / noise if noise > 0 else math.inf
 
 
+def sampled_returns(cell: Cell, run_dir: Path, scale: Scale) -> dict[str, float]:
+    """The student's and the teacher's mean return when each samples its actions (the policies as distilled; a
+    deterministic student takes the single most likely action, which extra copies of an action can change)."""
+    from distillcli.run.evaluate import EVAL_SEED_OFFSET, evaluate
+    from distillcli.sb3.checkpoint import read_checkpoint
+    from distillcli.sb3.teacher import load_teacher
+
+    setup = _setup(cell, scale)
+    device = torch.device("cpu")
+
+    def env(n: int) -> Any:
+        return setup.make_env(n, cell.seed + EVAL_SEED_OFFSET)
+
+    probe = env(1)
+    try:
+        checkpoint = read_checkpoint(run_dir / "student.zip", role="model")
+        student = load_teacher(checkpoint, probe.observation_space, probe.action_space, device)
+    finally:
+        probe.close()
+    torch.manual_seed(cell.seed)
+    episodes = scale.eval_episodes
+    return {
+        "student": evaluate(student, env, episodes, device, deterministic=False).mean,
+        "teacher": evaluate(setup.teacher, env, episodes, device, deterministic=False).mean,
+    }
+
+
 def _cached(path: Path, compute: Callable[[], Any]) -> Any:
     if path.is_file():
         try:
@@ -204,8 +231,17 @@ def add_measures(name: str, rows: list[dict[str, Any]], groups: list[list[Cell]]
     if name == "action-space":
         for row, cells in zip(rows, groups, strict=True):
             snrs = [_cached(measures / f"{c.name}.snr.json", functools.partial(gradient_snr, c, scale)) for c in cells]
-            row["snr_start"], row["snr_start_ci"] = _mean([math.log10(s) for s in snrs if s > 0])
-            row["snr_start"] = None if row["snr_start"] is None else 10 ** row["snr_start"]  # geometric mean
+            log_snr, row["snr_log10_ci"] = _mean([math.log10(s) for s in snrs if s > 0])
+            row["snr_start"] = None if log_snr is None else 10**log_snr  # geometric mean over seeds
+            sampled = []
+            for cell in cells:
+                record = records.get(cell.name)
+                if record is None or not record.ok:
+                    continue
+                measure = functools.partial(sampled_returns, cell, Path(record.run_dir), scale)
+                got = _cached(measures / f"{cell.name}.sampled.json", measure)
+                sampled.append(score(got["student"], got["teacher"], record.random_return))
+            row["score_sampled"], row["score_sampled_ci"] = _mean(sampled)
 
 
 # ---------------------------------------------------------------------------------------------- verdicts
@@ -274,13 +310,15 @@ def verdict_action(rows: list[dict[str, Any]]) -> tuple[str, list[str]]:
             big = _find(rows, method=method, extra_actions=f"{largest}:{form}")
             if base is None or big is None:
                 continue
-            outcome = _compare(big, base)
+            key = "score_sampled" if big.get("score_sampled") is not None else "score"
+            outcome = _compare(big, base, key)
             holds.append(UNTESTED if outcome == UNTESTED else "yes" if (outcome == "lower") == drop_expected else "no")
             lines.append(
-                f"{method}, K = {largest} ({form}): score {_fmt(big['score'], big['score_ci'])} against "
-                f"{_fmt(base['score'], base['score_ci'])} at K = 1 ({outcome}; the paper expects "
-                f"{'a drop' if drop_expected else 'none'}); gradient SNR {_fmt(big.get('snr_start'), digits=3)} "
-                f"against {_fmt(base.get('snr_start'), digits=3)}"
+                f"{method}, K = {largest} ({form}): sampled-action score {_fmt(big[key], big[f'{key}_ci'])} "
+                f"against {_fmt(base[key], base[f'{key}_ci'])} at K = 1 ({outcome}; the paper expects "
+                f"{'a drop' if drop_expected else 'none'}); deterministic score {_fmt(big['score'], big['score_ci'])}"
+                f" against {_fmt(base['score'], base['score_ci'])}; gradient SNR "
+                f"{_fmt(big.get('snr_start'), digits=3)} against {_fmt(base.get('snr_start'), digits=3)}"
             )
     return _overall(holds, "yes"), lines
 
@@ -369,8 +407,8 @@ VERDICTS: dict[str, Callable[[list[dict[str, Any]]], tuple[str, list[str]]]] = {
 RULES = {
     "control-policy": "each comparison holds when student control's mean score is above the other's and their 95% "
     "intervals do not overlap",
-    "action-space": "entropy-regularised must score lower at the largest K than at K = 1 (intervals apart); "
-    "expected-entropy must not",
+    "action-space": "with sampled actions (the distilled policies themselves), entropy-regularised must score lower "
+    "at the largest K than at K = 1 (intervals apart) and expected-entropy must not",
     "imperfect-teacher": "per teacher, the share of seeds above the teacher must be larger with reward than for pure "
     "copying",
     "adversarial-teacher": "holds when no copying seed recovers and some seed with reward does",
@@ -388,6 +426,8 @@ def figure(name: str, rows: list[dict[str, Any]], path: Path) -> None:
     # An imperfect teacher's return can be close to the random policy's, where the normalised score explodes: the
     # weak-teacher studies show returns, with the teacher's and the random policy's as lines.
     key = "return" if name in ("imperfect-teacher", "adversarial-teacher") else "score"
+    if name == "action-space" and any(r.get("score_sampled") is not None for r in rows):
+        key = "score_sampled"  # the distilled policies themselves (see sampled_returns)
     panels = list(dict.fromkeys(_panel(name, r) for r in rows))
     fig, axes = plt.subplots(1, len(panels), figsize=(max(5.0, 4.8 * len(panels)), 4.2), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
@@ -398,10 +438,11 @@ def figure(name: str, rows: list[dict[str, Any]], path: Path) -> None:
         ax.barh(range(len(mine)), means, xerr=errors, color="#4c72b0", alpha=0.85, capsize=2)
         ax.set_yticks(range(len(mine)), labels, fontsize=7)
         ax.invert_yaxis()
-        if key == "score":
+        if key.startswith("score"):
             ax.axvline(1.0, color="k", linestyle="--", linewidth=0.8)  # the teacher
             ax.axvline(0.0, color="grey", linestyle=":", linewidth=0.8)  # the random policy
-            ax.set_xlabel("normalised score (0 random, 1 teacher), mean ± 95% CI")
+            sampled = " (actions sampled)" if key == "score_sampled" else ""
+            ax.set_xlabel(f"normalised score{sampled} (0 random, 1 teacher), mean ± 95% CI")
         else:
             ax.axvline(0.0, color="grey", linestyle=":", linewidth=0.8)
             for column, colour, label in (("teacher_return", "r", "teacher"), ("random_return", "k", "random")):
@@ -441,7 +482,7 @@ COLUMNS = (
 )  # fmt: skip
 EXTRA_COLUMNS = {
     "control-policy": ("kl_under_student", "kl_under_teacher", "kl_under_uniform"),
-    "action-space": ("snr_start",),
+    "action-space": ("score_sampled", "snr_start"),
 }
 
 
