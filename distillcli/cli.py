@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-from typing import Any
 
 
 def _interrupted_while_loading(signum: int, frame: object) -> None:
@@ -21,17 +19,19 @@ def _interrupted_while_loading(signum: int, frame: object) -> None:
 
 
 def _while_loading() -> dict[int, Any]:
-    """First, before the modules below load (about a second): a Ctrl-C, SIGTERM or SIGHUP then ends as one line,
-    not an import traceback or a silent death. Only signals not ignored (a background job ignores Ctrl-C); the
-    handlers are restored once the module is loaded."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
+    """First, before any other module loads (about a second, more on a busy machine): a Ctrl-C, SIGTERM or SIGHUP
+    then ends as one line, not an import traceback or a silent death. Only signals not ignored (a background job
+    ignores Ctrl-C); the handlers are restored once the module is loaded. (Only os and signal are needed here, both
+    loaded with the interpreter: outside the main thread signal.signal raises ValueError.)"""
     stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    return {
-        sig: signal.signal(sig, _interrupted_while_loading)
-        for sig in stops
-        if signal.getsignal(sig) is not signal.SIG_IGN
-    }
+    try:
+        return {
+            sig: signal.signal(sig, _interrupted_while_loading)
+            for sig in stops
+            if signal.getsignal(sig) is not signal.SIG_IGN
+        }
+    except ValueError:
+        return {}
 
 
 _LOADING = _while_loading()
@@ -40,12 +40,13 @@ import functools  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 import typing  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager, suppress  # noqa: E402
 from dataclasses import fields  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Annotated, Optional  # noqa: E402
+from typing import Annotated, Any, Optional  # noqa: E402
 
 import typer  # noqa: E402
 from typer.exceptions import Abort, TyperException  # noqa: E402
