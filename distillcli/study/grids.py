@@ -125,7 +125,10 @@ WITH_REWARD = (
     "rl",
     "proximal",
 )
-IMPERFECT = tuple(variant(m) for m in (*COPYING, *WITH_REWARD))
+# LunarLander's rewards (shaping of tens per step, +-100 at the end) dwarf a pseudo-reward of a nat or so: the +r
+# methods also run with lambda_r = 0.01, the env reward brought to the distillation terms' scale.
+SCALED = tuple(variant(m, reward_weight="0.01") for m in ("on-policy-distill+r", "n-distill+r", "expected-entropy+r"))
+IMPERFECT = (*(variant(m) for m in (*COPYING, *WITH_REWARD)), *SCALED)
 IMPERFECT_SMALL = tuple(variant(m) for m in ("on-policy-distill", "expected-entropy+r", "rl", "proximal"))
 EXTRA = ("", "10:repeat", "100:repeat", "10:noop", "100:noop")  # K = 1, 10, 100 in both forms ("": K = 1)
 CONTROLS = tuple(variant("on-policy-distill", control=c) for c in ("student", "teacher", "uniform", "mix"))
