@@ -85,7 +85,7 @@ class RunConfig:
     teacher: str | None = knob(
         None,
         "teacher: an SB3 .zip, an rl-zoo run folder (logs/ppo/Env_1), hf:ORG/REPO, or bundled:NAME "
-        "(ppo-CartPole-v1, ppo-LunarLander-v3); default: the bundled CartPole-v1 PPO",
+        "(ppo-CartPole-v1, ppo-LunarLander-v3; distill study's as study/NAME); default: the bundled CartPole-v1 PPO",
         "-t",
     )
     load_best: bool = knob(False, "rl-zoo: load best_model.zip from the teacher's folder instead of the final model")

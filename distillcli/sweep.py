@@ -204,12 +204,22 @@ def _check_same(previous: RunRecord, config: RunConfig) -> None:
             continue
         old, new = stored[f.name], wanted[f.name]
         if f.name == "teacher":
-            old, new = str(Path(str(old)).resolve()), str(Path(str(new)).resolve())
+            old, new = _teacher_file(old), _teacher_file(new)
         if old != new and not (isinstance(old, int | float) and isinstance(new, int | float) and float(old) == new):
             raise DistillError(
                 f"{previous.run_dir} holds a finished run with {f.name} = {old!r}, not {new!r}: "
                 "use --force to run it again, or another --out"
             )
+
+
+def _teacher_file(teacher: Any) -> str:
+    """The file a recorded teacher names (``bundled:NAME`` and a path to it are the same teacher)."""
+    from distillcli.run.setup import teacher_path
+
+    try:
+        return str(teacher_path(str(teacher)).resolve())
+    except DistillError:  # gone, or not a path: compare the text
+        return str(teacher)
 
 
 # ------------------------------------------------------------------------------------------- the worker

@@ -14,7 +14,7 @@ from stable_baselines3 import PPO
 
 from distillcli.conditions import ExtraActions, state_hash
 from distillcli.distributions import Categorical
-from distillcli.run.setup import prepare
+from distillcli.run.setup import prepare, teacher_path
 from distillcli.study import StudyOptions, plan
 from distillcli.study.analyse import verdict_adversarial, verdict_control
 from distillcli.study.grids import STUDIES, TEACHERS
@@ -108,13 +108,18 @@ def test_conditions_need_a_discrete_feed_forward_teacher(cli: CLI, tmp_path: Pat
 
 def test_every_study_teacher_ships_and_the_plan_shares_runs_between_studies() -> None:
     for options in TEACHERS.values():
-        assert Path(options["teacher"]).is_file(), options["teacher"]
+        assert teacher_path(options["teacher"]).is_file(), options["teacher"]  # bundled:NAME, install-independent
     the_plan, cells = plan(StudyOptions(names=list(STUDIES), scale="full", out=Path("/nonexistent/study")))
     names = [cell.name for study_cells in cells.values() for cell in study_cells]
     assert len(the_plan.order) == len(set(names)) < len(names)  # a shared config runs once
     assert len(the_plan.tasks) == len(the_plan.order)
     configs = {Path(str(t.config.out)).name: t.config for t in the_plan.tasks}
     assert configs["lunar.corrupt25.rl.auto.s4"].teacher_corrupt == 0.25
+    assert configs["lunar.early50.n-distill+r.reward-weight=0.01.auto.s1"].reward_weight == "0.01"
+    assert (
+        configs["lunar.early50.n-distill+r.reward-weight=0.01.auto.s1"].teacher
+        == "bundled:study/ppo-LunarLander-v3-early50"
+    )
     assert configs["lunar.strong.entropy-regularised.extra-actions=100-noop.auto.s0"].extra_actions == "100:noop"
     assert configs["lunar.strong.on-policy-distill.control=uniform.auto.s0"].control == "uniform"
     assert configs["lunar.strong.n-distill.8,8.s2".replace(",", "x")].student_net == "8,8"
@@ -126,11 +131,15 @@ def _row(**values: Any) -> dict[str, Any]:
 
 
 def test_verdicts_follow_their_rules() -> None:
-    student = _row(variant="on-policy-distill", method="on-policy-distill", score=0.95, score_ci=0.02)
-    teacher = _row(variant="on-policy-distill.control=teacher", method="on-policy-distill", score=0.5, score_ci=0.1)
-    close = _row(variant="bc", method="bc", score=0.93, score_ci=0.05)
-    verdict, lines = verdict_control([student, teacher, close])
-    assert verdict == "holds in 50% of comparisons" and "higher" in lines[0] and "no clear difference" in lines[1]
+    kl = {"kl_under_student": 0.01, "kl_under_student_ci": 0.001}
+    student = _row(variant="on-policy-distill", method="on-policy-distill", score=0.95, score_ci=0.02, **kl)
+    teacher = _row(variant="on-policy-distill.control=teacher", method="on-policy-distill", score=0.5, score_ci=0.1,
+                   kl_under_student=0.01, kl_under_student_ci=0.002)  # fmt: skip
+    close = _row(variant="bc", method="bc", score=0.93, score_ci=0.05, kl_under_student=0.5, kl_under_student_ci=0.1)
+    same = _row(variant="dagger", method="dagger", score=0.95, score_ci=0.03, **kl)
+    verdict, lines = verdict_control([student, teacher, close, same])
+    assert verdict == "holds in 67% of comparisons"  # better on the score; on the KL; on neither
+    assert "(higher)" in lines[0] and "(lower)" in lines[1] and lines[2].count("no clear difference") == 2
     one_seed = [{**r, "score_ci": None} for r in (student, teacher)]
     assert verdict_control(one_seed)[0].startswith("inconclusive")
     copying = _row(variant="n-distill", method="n-distill", **{"return": -500.0}, recovered=0)

@@ -89,9 +89,11 @@ def with_method_defaults(config: RunConfig, method: Method, cnn: bool) -> RunCon
 def resolve(config: RunConfig, method: Method, net: StudentNet, setup: Setup) -> RunConfig:
     """Every default filled in and every input made explicit: what config.json records and a replay reruns."""
     config = with_method_defaults(config, method, cnn=net.features_dim is not None)
+    # A bundled teacher keeps its name: the replay (or a study's rerun) finds it in whichever install runs it.
+    bundled = config.teacher is not None and config.teacher.startswith("bundled:")
     config = replace(
         config,
-        teacher=str(setup.checkpoint.path),
+        teacher=config.teacher if bundled else str(setup.checkpoint.path),
         env=setup.env_id,
         student_net=str(net),
         steps=config.steps or task_budget(setup.stack),

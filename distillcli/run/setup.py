@@ -30,6 +30,7 @@ from distillcli.sb3.teacher import Teacher, check_spaces, load_teacher
 from distillcli.zoo import read_env_file, select_model, stats_folder, zoo_stack
 
 BUNDLED_TEACHER = "ppo-CartPole-v1"  # the default teacher; `bundled:NAME` names any of distillcli/data/NAME.zip
+BUNDLED_FOLDERS = ("", "study/")  # distill study's teachers: bundled:study/NAME
 
 
 def bundled_teacher(name: str = BUNDLED_TEACHER) -> Path:
@@ -38,9 +39,13 @@ def bundled_teacher(name: str = BUNDLED_TEACHER) -> Path:
 
 
 def bundled_teachers() -> list[str]:
-    """The names ``--teacher bundled:NAME`` takes."""
-    folder = importlib.resources.files("distillcli") / "data"
-    return sorted(entry.name.removesuffix(".zip") for entry in folder.iterdir() if entry.name.endswith(".zip"))
+    """The names ``--teacher bundled:NAME`` takes (``study/NAME`` for the study's teachers)."""
+    names = []
+    for prefix in BUNDLED_FOLDERS:
+        folder = importlib.resources.files("distillcli") / "data" / prefix
+        if folder.is_dir():
+            names += [prefix + e.name.removesuffix(".zip") for e in folder.iterdir() if e.name.endswith(".zip")]
+    return sorted(names)
 
 
 def resolve_device(name: str) -> torch.device:

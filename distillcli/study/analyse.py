@@ -281,23 +281,24 @@ def verdict_control(rows: list[dict[str, Any]]) -> tuple[str, list[str]]:
     lines, holds = [], []
     for env in dict.fromkeys(r["env"] for r in rows):
         student = _find(rows, env=env, variant="on-policy-distill")
-        for other in ("on-policy-distill.control=teacher", "on-policy-distill.control=uniform", "bc"):
+        for other in ("on-policy-distill.control=teacher", "on-policy-distill.control=uniform", "bc", "dagger"):
             row = _find(rows, env=env, variant=other)
             if student is None or row is None:
                 continue
-            outcome = _compare(student, row)
-            holds.append(outcome)
+            on_score = _compare(student, row)
+            on_kl = _compare(student, row, "kl_under_student")  # "lower" is better here
+            if UNTESTED in (on_score, on_kl):
+                holds.append(UNTESTED)
+            else:
+                better = on_score == "higher" or on_kl == "lower"
+                holds.append("yes" if better and on_score != "lower" and on_kl != "higher" else "no")
             lines.append(
-                f"{env}: student control scores {_fmt(student['score'], student['score_ci'])} against {other}'s "
-                f"{_fmt(row['score'], row['score_ci'])}: {outcome}"
+                f"{env}: student control against {other}: score {_fmt(student['score'], student['score_ci'])} vs "
+                f"{_fmt(row['score'], row['score_ci'])} ({on_score}); KL on the student's own states "
+                f"{_fmt(student.get('kl_under_student'), student.get('kl_under_student_ci'), 3)} vs "
+                f"{_fmt(row.get('kl_under_student'), row.get('kl_under_student_ci'), 3)} ({on_kl})"
             )
-            kl_s, kl_o = student.get("kl_under_student"), row.get("kl_under_student")
-            if kl_s is not None and kl_o is not None:
-                lines.append(
-                    f"{env}: KL on the student's own states {_fmt(kl_s, digits=3)} (student control) against "
-                    f"{_fmt(kl_o, digits=3)} ({other})"
-                )
-    return _overall(holds, "higher"), lines
+    return _overall(holds, "yes"), lines
 
 
 def verdict_action(rows: list[dict[str, Any]]) -> tuple[str, list[str]]:
@@ -405,8 +406,8 @@ VERDICTS: dict[str, Callable[[list[dict[str, Any]]], tuple[str, list[str]]]] = {
     "capacity": verdict_capacity,
 }
 RULES = {
-    "control-policy": "each comparison holds when student control's mean score is above the other's and their 95% "
-    "intervals do not overlap",
+    "control-policy": "a comparison holds when student control is better on the score (higher) or on the KL on the "
+    "student's own states (lower) with 95% intervals apart, and worse on neither (the paper's two measures)",
     "action-space": "with sampled actions (the distilled policies themselves), entropy-regularised must score lower "
     "at the largest K than at K = 1 (intervals apart) and expected-entropy must not",
     "imperfect-teacher": "per teacher, the share of seeds above the teacher must be larger with reward than for pure "
@@ -429,8 +430,13 @@ def figure(name: str, rows: list[dict[str, Any]], path: Path) -> None:
     if name == "action-space" and any(r.get("score_sampled") is not None for r in rows):
         key = "score_sampled"  # the distilled policies themselves (see sampled_returns)
     panels = list(dict.fromkeys(_panel(name, r) for r in rows))
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(5.0, 4.8 * len(panels)), 4.2), squeeze=False)
-    for ax, panel in zip(axes[0], panels, strict=True):
+    columns = min(3, len(panels))
+    grid_rows = math.ceil(len(panels) / columns)
+    height = max(3.0, 0.22 * max(sum(_panel(name, r) == p for r in rows) for p in panels) + 1.4)
+    fig, axes = plt.subplots(grid_rows, columns, figsize=(5.6 * columns, height * grid_rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
         mine = [r for r in rows if _panel(name, r) == panel]
         labels = [_bar_label(name, r) for r in mine]
         means = [r[key] if r[key] is not None else math.nan for r in mine]

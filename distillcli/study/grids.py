@@ -6,10 +6,8 @@ function of its config alone, so two studies that need the same run share it.
 
 from __future__ import annotations
 
-import importlib.resources
 from dataclasses import dataclass, field
 from itertools import product
-from pathlib import Path
 from typing import Any
 
 from distillcli.config import RunConfig
@@ -21,24 +19,22 @@ GRID = WINDOW_ENV_ID  # distillcli/GridWorldWindow-v0: the paper's grid world, s
 SHORT = {LUNAR: "lunar", GRID: "grid"}
 
 
-def data_file(name: str) -> str:
-    return str(Path(str(importlib.resources.files("distillcli") / "data" / name)))
-
-
-# Teacher conditions (docs/study.md). "strong" is the bench teacher; "earlyN" a checkpoint at N% of a rerun of its
-# training recipe (bench/study_teachers.py, returns in bench/results/study-teachers.json); "corruptN" the strong
-# teacher made uniform on N% of states (--teacher-corrupt); "adversarial" a PPO trained on the negated reward.
+# Teacher conditions (docs/study.md), by their bundled names, so that a study's runs (whose config.json records the
+# teacher) are found again by a distillcli installed elsewhere. "strong" is the bench teacher; "earlyN" a checkpoint
+# at N% of a rerun of its training recipe (bench/study_teachers.py, returns in bench/results/study-teachers.json);
+# "corruptN" the strong teacher made uniform on N% of states (--teacher-corrupt); "adversarial" a PPO trained on
+# the negated reward.
 TEACHERS: dict[tuple[str, str], dict[str, Any]] = {
-    (LUNAR, "strong"): {"teacher": data_file("ppo-LunarLander-v3.zip")},
-    (LUNAR, "early25"): {"teacher": data_file("study/ppo-LunarLander-v3-early25.zip")},
-    (LUNAR, "early50"): {"teacher": data_file("study/ppo-LunarLander-v3-early50.zip")},
-    (LUNAR, "early75"): {"teacher": data_file("study/ppo-LunarLander-v3-early75.zip")},
-    (LUNAR, "corrupt15"): {"teacher": data_file("ppo-LunarLander-v3.zip"), "teacher_corrupt": 0.15},
-    (LUNAR, "corrupt25"): {"teacher": data_file("ppo-LunarLander-v3.zip"), "teacher_corrupt": 0.25},
-    (LUNAR, "adversarial"): {"teacher": data_file("study/ppo-LunarLander-v3-adversarial.zip")},
-    (GRID, "strong"): {"teacher": data_file("study/ppo-GridWorldWindow-v0.zip")},
-    (GRID, "corrupt15"): {"teacher": data_file("study/ppo-GridWorldWindow-v0.zip"), "teacher_corrupt": 0.15},
-    (GRID, "corrupt25"): {"teacher": data_file("study/ppo-GridWorldWindow-v0.zip"), "teacher_corrupt": 0.25},
+    (LUNAR, "strong"): {"teacher": "bundled:ppo-LunarLander-v3"},
+    (LUNAR, "early25"): {"teacher": "bundled:study/ppo-LunarLander-v3-early25"},
+    (LUNAR, "early50"): {"teacher": "bundled:study/ppo-LunarLander-v3-early50"},
+    (LUNAR, "early75"): {"teacher": "bundled:study/ppo-LunarLander-v3-early75"},
+    (LUNAR, "corrupt15"): {"teacher": "bundled:ppo-LunarLander-v3", "teacher_corrupt": 0.15},
+    (LUNAR, "corrupt25"): {"teacher": "bundled:ppo-LunarLander-v3", "teacher_corrupt": 0.25},
+    (LUNAR, "adversarial"): {"teacher": "bundled:study/ppo-LunarLander-v3-adversarial"},
+    (GRID, "strong"): {"teacher": "bundled:study/ppo-GridWorldWindow-v0"},
+    (GRID, "corrupt15"): {"teacher": "bundled:study/ppo-GridWorldWindow-v0", "teacher_corrupt": 0.15},
+    (GRID, "corrupt25"): {"teacher": "bundled:study/ppo-GridWorldWindow-v0", "teacher_corrupt": 0.25},
 }
 
 
@@ -177,7 +173,7 @@ STUDIES: dict[str, Grid] = {
     ),
     "capacity": Grid(
         "Student capacity",
-        "(new)",
+        "no paper figure",
         "The methods the paper recommends for copying (teacher-distill on the teacher's states; expected-entropy, "
         "n-distill on the student's) keep their standing against on-policy-distill from 8x8 to 64x64 students.",
         {LUNAR: ("strong",), GRID: ("strong",)},
