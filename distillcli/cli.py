@@ -458,7 +458,8 @@ def recommend_command(
     ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="print the answer as JSON")] = False,
 ) -> None:
-    """Pick a method with the paper's decision tree (Figure 1)."""
+    """Pick a method with the paper's decision tree (Figure 1), amended where distill study found otherwise for
+    neural students (docs/study.md)."""
     from distillcli.methods import recommend
 
     answer = recommend(
@@ -469,11 +470,14 @@ def recommend_command(
         teacher_has_value=teacher_value,
     )
     if json_out:
-        _print_json({"preferred": answer.preferred, "feasible": answer.feasible, "path": answer.path})
+        document = {"preferred": answer.preferred, "feasible": answer.feasible, "path": answer.path}
+        _print_json({**document, "paper": answer.paper or answer.preferred, "evidence": list(answer.evidence)})
         return
     print(" -> ".join(answer.path))
-    print(f"preferred: {answer.preferred}")
+    print(f"preferred: {answer.preferred}" + (f" (the paper's: {answer.paper})" if answer.paper else ""))
     print(f"feasible:  {', '.join(answer.feasible)}")
+    for line in answer.evidence:
+        print(f"evidence:  {line}")
 
 
 PAPER_STUDIES = "control-policy | action-space | imperfect-teacher | chain | counterexample | gradient-field | all"

@@ -285,6 +285,59 @@ class Recommendation:
     preferred: str
     feasible: list[str]
     path: list[str]
+    paper: str = ""  # the paper's own choice at this leaf, where the neural study changed ``preferred``
+    evidence: tuple[str, ...] = ()  # what distill study found at this leaf (docs/study.md)
+
+
+STUDY = "docs/study.md"
+# What `distill study` found at each leaf of Figure 1 on neural students (docs/study.md, full scale, 5 seeds), and
+# the method it prefers there where that differs from the paper's: (preferred or None, evidence).
+STUDY_EVIDENCE: dict[str, tuple[str | None, str]] = {
+    "teacher-states": (
+        None,
+        "neural students: teacher control copied as well as student control even on the student's own states "
+        f"(LunarLander score 1.00 both, KL 0.002 both; {STUDY}#control-policy-fig-3)",
+    ),
+    "copy": (
+        None,
+        "neural students: expected-entropy scored 0.91 +- 0.06 at 8x8 on LunarLander against on-policy-distill's "
+        "1.00, and collapsed with 100 no-op copies of each action; level from 32x32 up "
+        f"({STUDY}#student-capacity-no-paper-figure, #action-space-fig-4)",
+    ),
+    "copy-no-guarantee": (
+        "on-policy-distill",
+        "neural students: on-policy-distill was level with or above expected-entropy and n-distill at every student "
+        "size and task, and kept its score with 100 no-op copies of each action, where expected-entropy collapsed "
+        f"({STUDY}#student-capacity-no-paper-figure, #action-space-fig-4)",
+    ),
+    "improve-strong": (
+        None,
+        "neural students: scale lambda_r (--reward-weight) to the env's rewards: on LunarLander at 1.0 the +r "
+        "methods fell to RL-from-scratch level within 50,000 env steps, at 0.01 they ended above a corrupted "
+        f"teacher in every seed ({STUDY}#imperfect-teacher-fig-5)",
+    ),
+    "improve-weak-value": (
+        "n-distill+r",
+        "neural students: teacher-v-reward was the worst method against every weak LunarLander teacher (-264 +- 243 "
+        "against a checkpoint at 50% of training, n-distill+r at lambda_r 0.01: 76.5 +- 47.4); scale lambda_r "
+        f"(--reward-weight) to the env's rewards ({STUDY}#imperfect-teacher-fig-5)",
+    ),
+    "improve-weak": (
+        None,
+        "neural students: at lambda_r 0.01 both +r methods copied the weak LunarLander teachers, none ended above "
+        "an early checkpoint within 50,000 env steps; at 1.0 both fell far below it; scale lambda_r (--reward-weight) "
+        f"to the env's rewards ({STUDY}#imperfect-teacher-fig-5)",
+    ),
+}
+
+
+def _leaf(key: str, paper: str, feasible: list[str], path: list[str]) -> Recommendation:
+    """The paper's answer at a leaf, changed where the neural study found otherwise (and saying so)."""
+    changed, evidence = STUDY_EVIDENCE[key]
+    if changed is None:
+        return Recommendation(paper, feasible, path, evidence=(evidence,))
+    options = [changed, *(m for m in feasible if m != changed)]
+    return Recommendation(changed, options, path, paper=paper, evidence=(evidence,))
 
 
 def recommend(
@@ -295,21 +348,21 @@ def recommend(
     teacher_strong: bool,
     teacher_has_value: bool,
 ) -> Recommendation:
-    """Walk the paper's decision tree (Figure 1) with the user's answers."""
+    """Walk the paper's decision tree (Figure 1) with the user's answers; where distill study found otherwise for
+    neural students, prefer what it found, and name the paper's choice and the evidence."""
     path: list[str] = []
     if not outside_teacher_states:
         path.append("student is evaluated only on the teacher's states")
-        return Recommendation("teacher-distill", ["teacher-distill"], path)
+        return _leaf("teacher-states", "teacher-distill", ["teacher-distill"], path)
     path.append("student will visit its own states")
     if not improve_beyond_teacher:
         path.append("copy the teacher, no improvement beyond it")
         feasible = ["expected-entropy", "n-distill"]
         if need_guarantee:
             path.append("convergence guarantee required")
-        else:
-            path.append("no guarantee required")
-            feasible.append("on-policy-distill")
-        return Recommendation("expected-entropy", feasible, path)
+            return _leaf("copy", "expected-entropy", feasible, path)
+        path.append("no guarantee required")
+        return _leaf("copy-no-guarantee", "expected-entropy", [*feasible, "on-policy-distill"], path)
     path.append("improve beyond the teacher with environment reward")
     if teacher_strong:
         path.append("teacher is strong")
@@ -319,10 +372,10 @@ def recommend(
         else:
             path.append("no guarantee required")
             feasible.append("on-policy-distill+r")
-        return Recommendation("expected-entropy+r", feasible, path)
+        return _leaf("improve-strong", "expected-entropy+r", feasible, path)
     path.append("teacher is weak")
     if teacher_has_value:
         path.append("teacher has a value function")
-        return Recommendation("teacher-v-reward", ["teacher-v-reward"], path)
+        return _leaf("improve-weak-value", "teacher-v-reward", ["teacher-v-reward"], path)
     path.append("teacher has no value function")
-    return Recommendation("expected-entropy+r", ["expected-entropy+r", "n-distill+r"], path)
+    return _leaf("improve-weak", "expected-entropy+r", ["expected-entropy+r", "n-distill+r"], path)

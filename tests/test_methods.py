@@ -75,14 +75,14 @@ def test_methods_table_is_printed_for_humans(cli: CLI) -> None:
     [
         (["--teacher-states-only"], "teacher-distill", ["teacher-distill"]),
         (["--copy", "--guarantee"], "expected-entropy", ["expected-entropy", "n-distill"]),
-        (["--copy", "--no-guarantee"], "expected-entropy", ["expected-entropy", "n-distill", "on-policy-distill"]),
+        (["--copy", "--no-guarantee"], "on-policy-distill", ["on-policy-distill", "expected-entropy", "n-distill"]),
         (["--improve", "--strong-teacher", "--guarantee"], "expected-entropy+r", ["expected-entropy+r", "n-distill+r"]),
         (
             ["--improve", "--strong-teacher", "--no-guarantee"],
             "expected-entropy+r",
             ["expected-entropy+r", "n-distill+r", "on-policy-distill+r"],
         ),
-        (["--improve", "--weak-teacher", "--teacher-value"], "teacher-v-reward", ["teacher-v-reward"]),
+        (["--improve", "--weak-teacher", "--teacher-value"], "n-distill+r", ["n-distill+r", "teacher-v-reward"]),
         (
             ["--improve", "--weak-teacher", "--no-teacher-value"],
             "expected-entropy+r",
@@ -101,6 +101,25 @@ def test_recommend_reproduces_each_leaf_of_figure_1(
     assert answer["path"], "the path through the tree is shown"
     human = cli("recommend", *flags)
     assert preferred in human.stdout
+    # Each leaf cites what distill study found there; where that changed the choice, the paper's is named too.
+    assert answer["evidence"] and all("docs/study.md#" in line for line in answer["evidence"])
+    assert (answer["paper"] != preferred) == (preferred in ("on-policy-distill", "n-distill+r"))
+    assert "evidence:" in human.stdout
+
+
+def test_recommend_evidence_links_point_at_sections_of_the_study() -> None:
+    """Every anchor a leaf cites is a heading of docs/study.md, and its numbers are in the study's tables."""
+    import re
+
+    from distillcli.methods import STUDY_EVIDENCE
+
+    doc = (Path(__file__).parents[1] / "docs" / "study.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", doc, re.M)}
+    for _, evidence in STUDY_EVIDENCE.values():
+        for anchor in re.findall(r"#([a-z0-9-]+)", evidence):
+            assert anchor in anchors, anchor
+        for number in re.findall(r"\d+\.\d+", evidence):
+            assert number in doc, number
 
 
 def _eval_rows(run_dir: Path) -> list[dict[str, float]]:
