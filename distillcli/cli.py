@@ -642,7 +642,10 @@ def study(
         ),
     ],
     scale: Annotated[
-        str, typer.Option("--scale", help="small (1 seed, 4k steps: minutes) or full (5 seeds, 50k steps: hours)")
+        str,
+        typer.Option(
+            "--scale", help="small (1 seed, 4k steps: under a minute) or full (5 seeds, 50k steps: an hour on 2 cores)"
+        ),
     ] = "small",
     out: Annotated[Path, typer.Option("--out", "-o", help="study directory (runs, tables, figures, study.md)")] = Path(
         "study"
