@@ -572,6 +572,18 @@ def paper(
         _print_json({"studies": sorted(summaries, key=lambda r: STUDIES.index(r["study"]))})
 
 
+# Where the runs of distill sweep and distill study go.
+BackendOption = Annotated[str, typer.Option("--backend", help="local (worker processes) or ray")]
+AddressOption = Annotated[
+    Optional[str],  # noqa: UP045  (typer reads the annotation at run time)
+    typer.Option("--address", help="Ray cluster address (HOST:PORT, ray://HOST:PORT, auto)"),
+]
+JobsOption = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--jobs", "-j", help="runs at once (default: local CPUs; ray: as the cluster fits)"),
+]
+
+
 @app.command()
 @config_options(skip=("method", "seed", "student_net", "out"))
 def sweep(
@@ -588,13 +600,9 @@ def sweep(
         Path | None, typer.Option("--config", help="other run options from a config.json (explicit options win)")
     ] = None,
     trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help=TRUST_HELP)] = False,
-    backend: Annotated[str, typer.Option("--backend", help="local (worker processes) or ray")] = "local",
-    address: Annotated[
-        str | None, typer.Option("--address", help="Ray cluster address (HOST:PORT, ray://HOST:PORT, auto)")
-    ] = None,
-    jobs: Annotated[
-        int | None, typer.Option("--jobs", "-j", help="runs at once (default: local CPUs; ray: as the cluster fits)")
-    ] = None,
+    backend: BackendOption = "local",
+    address: AddressOption = None,
+    jobs: JobsOption = None,
     gpus_per_run: Annotated[
         float, typer.Option("--gpus-per-run", help="Ray: GPUs each CUDA run asks for (a fraction shares a GPU)")
     ] = 1.0,
@@ -651,13 +659,9 @@ def study(
         "study"
     ),
     seeds: Annotated[str | None, typer.Option("--seeds", help="seeds, comma-separated, instead of the scale's")] = None,
-    backend: Annotated[str, typer.Option("--backend", help="local (worker processes) or ray")] = "local",
-    address: Annotated[
-        str | None, typer.Option("--address", help="Ray cluster address (HOST:PORT, ray://HOST:PORT, auto)")
-    ] = None,
-    jobs: Annotated[
-        int | None, typer.Option("--jobs", "-j", help="runs at once (default: local CPUs; ray: as the cluster fits)")
-    ] = None,
+    backend: BackendOption = "local",
+    address: AddressOption = None,
+    jobs: JobsOption = None,
     force: Annotated[bool, typer.Option("--force", help="run finished runs again instead of skipping them")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress view")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the verdicts and files as JSON")] = False,
