@@ -100,8 +100,13 @@ def infer_env_id(path: Path) -> str | None:
     """The env id a checkpoint's file name carries (``ppo-CartPole-v1.zip``, rl-zoo's ``ALE-Pong-v5.zip``); a retired
     id with a registered successor (``LunarLander-v2``) counts too: it is mapped when the env is made."""
     text = " ".join([path.stem, path.parent.name])
+    register_grid_world()  # ppo-GridWorldWindow-v0.zip names distillcli/GridWorldWindow-v0: our own namespace
     matches = [
-        env_id for env_id in gym.registry if env_id in text or ("/" in env_id and env_id.replace("/", "-") in text)
+        env_id
+        for env_id in gym.registry
+        if env_id in text
+        or ("/" in env_id and env_id.replace("/", "-") in text)
+        or (env_id.startswith("distillcli/") and env_id.removeprefix("distillcli/") in text)
     ]
     if matches:
         return max(matches, key=len)

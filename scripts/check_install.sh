@@ -11,7 +11,7 @@
 #   4. makes a fresh virtual environment outside the checkout (CPU torch first where there is no GPU, as
 #      `make install` does), installs the wheel into it, not editable, with no extras;
 #   5. from that directory, runs `distill --version`, `methods`, a short `run`, `eval`, `paper counterexample`
-#      and `study adversarial-teacher` (small).
+#      and a short `run` of a `distill study` teacher (bundled:study/...).
 # Every failure ends with one line naming what failed. KEEP=1 keeps the temporary directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -152,5 +152,6 @@ check distill methods
 check distill run --steps 2048 --out r --quiet
 check distill eval r/student.zip
 check distill paper counterexample --scale small --out p
-check distill study adversarial-teacher --out s --quiet  # the study's teachers ship in the wheel
+# distill study's teachers ship in the wheel (the grid world's needs no extra; LunarLander's need box2d)
+check distill run --teacher bundled:study/ppo-GridWorldWindow-v0 --steps 2048 --out g --quiet
 say "OK: the wheel and the sdist are complete, and the installed distill runs ($((SECONDS - start)) s)"

@@ -183,3 +183,12 @@ def test_study_mistakes_get_one_line(cli: CLI, tmp_path: Path) -> None:
         result = cli("study", *args, "--out", tmp_path / "s")
         assert result.code == 2 and result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
         assert not (tmp_path / "s").exists()
+
+
+def test_the_grid_world_teachers_file_name_names_its_env() -> None:
+    """``bundled:study/ppo-GridWorldWindow-v0`` runs without --env: a name in distill's own namespace is found."""
+    from distillcli.envs import infer_env_id
+
+    assert infer_env_id(teacher_path("bundled:study/ppo-GridWorldWindow-v0")) == "distillcli/GridWorldWindow-v0"
+    assert infer_env_id(Path("ppo-distillcli-GridWorld-v0.zip")) == "distillcli/GridWorld-v0"
+    assert infer_env_id(Path("ppo-LunarLander-v3.zip")) == "LunarLander-v3"
