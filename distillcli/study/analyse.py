@@ -433,7 +433,8 @@ def figure(name: str, rows: list[dict[str, Any]], path: Path) -> None:
     columns = min(3, len(panels))
     grid_rows = math.ceil(len(panels) / columns)
     height = max(3.0, 0.22 * max(sum(_panel(name, r) == p for r in rows) for p in panels) + 1.4)
-    fig, axes = plt.subplots(grid_rows, columns, figsize=(5.6 * columns, height * grid_rows), squeeze=False)
+    width = max(7.5, 5.6 * columns)  # the axis label must fit under a single panel too
+    fig, axes = plt.subplots(grid_rows, columns, figsize=(width, height * grid_rows), squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     for ax, panel in zip(axes.flat, panels, strict=False):
