@@ -546,24 +546,39 @@ class Result:
 
 def sweep(options: SweepOptions, watcher: Watcher | None = None) -> Result:
     """Run the grid (skipping finished runs), then write the table and plot into OUT; see the module doc."""
-    return run_plan(plan(options), options, watcher)
+    return run_plan(
+        plan(options),
+        options.backend,
+        address=options.address,
+        jobs=options.jobs,
+        gpus_per_run=options.gpus_per_run,
+        watcher=watcher,
+    )
 
 
-def run_plan(the_plan: Plan, options: SweepOptions, watcher: Watcher | None = None) -> Result:
-    """Run a plan's tasks on ``options.backend`` (``distill sweep``'s grid, or ``distill study``'s), then write the
-    table and plot into its directory. ``options`` gives only where and how to run (backend, jobs, address)."""
+def run_plan(
+    the_plan: Plan,
+    backend_name: str = "local",
+    *,
+    address: str | None = None,
+    jobs: int | None = None,
+    gpus_per_run: float = 1.0,
+    watcher: Watcher | None = None,
+) -> Result:
+    """Run a plan's tasks (``distill sweep``'s grid, or ``distill study``'s) on the backend named, then write the
+    table and plot into its directory."""
     total = len(the_plan.order)
     tasks = list(the_plan.tasks)
     # Local: one run per CPU. Ray: everything in flight, the cluster's resources decide what runs when.
-    default_jobs = (os.cpu_count() or 1) if options.backend == "local" else len(tasks)
-    jobs = min(options.jobs or default_jobs, len(tasks))
+    default_jobs = (os.cpu_count() or 1) if backend_name == "local" else len(tasks)
+    jobs = min(jobs or default_jobs, len(tasks))
     records = {r.name: r for r in the_plan.reused}
     started = time.perf_counter()
     interrupted = False
     backend: Backend | None = None
     if tasks:  # connect first: a backend that cannot start leaves nothing behind
-        local = options.backend == "local"
-        backend = LocalBackend(max(1, jobs)) if local else RayBackend(options.address, options.gpus_per_run)
+        local = backend_name == "local"
+        backend = LocalBackend(max(1, jobs)) if local else RayBackend(address, gpus_per_run)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -609,7 +624,7 @@ def run_plan(the_plan: Plan, options: SweepOptions, watcher: Watcher | None = No
     ordered = [records[name] for name in the_plan.order if name in records]
     files = write_report(ordered, the_plan.out)
     doc = document(ordered, files)
-    doc.update(out=str(the_plan.out), backend=options.backend, wall_seconds=time.perf_counter() - started)
+    doc.update(out=str(the_plan.out), backend=backend_name, wall_seconds=time.perf_counter() - started)
     if interrupted:
         missing = total - len(ordered)
         raise DistillError(

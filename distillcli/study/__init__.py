@@ -25,7 +25,7 @@ from distillcli.config import RunConfig
 from distillcli.errors import DistillError
 from distillcli.report import RunRecord
 from distillcli.study.grids import SCALES, STUDIES, Cell, Scale, cells_of, run_config
-from distillcli.sweep import Plan, Result, SweepOptions, Task, Watcher, run_plan, task_or_record
+from distillcli.sweep import Plan, Result, Task, Watcher, run_plan, task_or_record
 
 __all__ = ["SCALES", "STUDIES", "StudyOptions", "plan", "study"]
 
@@ -109,11 +109,7 @@ def study(options: StudyOptions, watcher: Watcher | None = None) -> StudyResult:
 
     started = time.perf_counter()
     the_plan, cells = plan(options)
-    sweep_options = SweepOptions(
-        methods=["on-policy-distill"], seeds=[0], nets=None, base={}, out=the_plan.out, backend=options.backend,
-        address=options.address, jobs=options.jobs,
-    )  # fmt: skip
-    result = run_plan(the_plan, sweep_options, watcher)
+    result = run_plan(the_plan, options.backend, address=options.address, jobs=options.jobs, watcher=watcher)
     scale = SCALES[options.scale]
     files, sections = write_studies(cells, result.records, options.out, scale, options.scale)
     return StudyResult(result, files, sections, time.perf_counter() - started)
