@@ -990,6 +990,27 @@ def test_orphaned_sweep_workers_stop_and_save(tmp_path: Path) -> None:
     PPO.load(out / "bc-s0-32x32" / "student.zip", device="cpu")
 
 
+def test_a_second_stop_just_after_saving_keeps_the_saved_run(
+    cli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An orphaned sweep worker gets SIGTERM twice (the kernel's, then its watcher's): one arriving after the summary
+    was written, while the metrics file closes, must not put the directory back and delete the saved run."""
+    from distillcli.metrics import MetricsSink
+
+    real_exit = MetricsSink.__exit__
+
+    def exit_then_stop(self: MetricsSink, *exc: object) -> None:
+        real_exit(self, *exc)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(MetricsSink, "__exit__", exit_then_stop)
+    out = tmp_path / "run"
+    result = cli("run", "--steps", str(SEGMENT), "--eval-episodes", "1", "--out", out, "-q")
+    assert result.code != 0 and result.stderr.startswith("error: interrupted"), result.stderr
+    assert json.loads((out / "summary.json").read_text())["status"] == "finished"
+    PPO.load(out / "student.zip", device="cpu")
+
+
 def _ppid(proc: Path) -> int | None:
     try:
         return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])

@@ -251,8 +251,7 @@ def run(
             trained = Training(config, evaluator, progress, start_steps, start_eval)
             outcome = train_guarded(method, collector, student, settings, trained, venv)
             kl_start = start_eval.kl_teacher_student if resume is None else resume.kl_start
-            summary = save_run(outcome, method, net, trained, run_dir, (teacher_eval, random, kl_start))
-        claimed.saved = True  # the earlier outputs --force moved aside go now
+            summary = save_run(outcome, method, net, trained, claimed, (teacher_eval, random, kl_start))
     outcome.report(trained.steps, run_dir)
     return summary
 
@@ -386,12 +385,13 @@ def save_run(
     method: Method,
     net: StudentNet,
     trained: Training,
-    run_dir: Path,
+    claimed: rundir.RunDir,
     start: tuple[EvalResult, float, float],
 ) -> Summary:
     """The student first (so nothing after it can lose it), its final evaluation, then the summary. A Ctrl-C,
-    SIGTERM or SIGHUP now waits until all three are written; ``outcome.interrupted`` says one came."""
-    evaluator, steps = trained.evaluator, trained.steps
+    SIGTERM or SIGHUP now waits until all three are written and the directory is marked saved (a stop after that
+    must not put it back); ``outcome.interrupted`` says one came."""
+    evaluator, steps, run_dir = trained.evaluator, trained.steps, claimed.path
     teacher_eval, random, kl_start = start
     with rundir.deferred_interrupts() as interrupted:
         try:
@@ -420,6 +420,7 @@ def save_run(
                 f"cannot save the summary in {short(run_dir)} ({error.strerror or short(error)}); the run directory "
                 "is left as it was"
             ) from None
+        claimed.saved = True  # kept from here, whatever stops the command; the earlier outputs --force moved aside go
     outcome.interrupted = bool(interrupted)
     return summary
 
